@@ -1,0 +1,201 @@
+"""Settings: pydantic models loaded from YAML, overridden by environment variables.
+
+Precedence, highest first: environment (``STREAM_MONITOR_`` prefix, ``__`` between
+nested names, e.g. ``STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS``), the YAML file,
+the defaults below. Everything is validated at start; :func:`load_settings` turns a
+validation failure into one :class:`ConfigError` whose message names each bad field
+and what it expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "STREAM_MONITOR_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and what is expected."""
+
+
+class _Strict(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
+    group_id: str = Field("stream-monitor", min_length=1)
+    client_id: str = "stream-monitor"
+    max_poll_records: int = Field(2000, gt=0)
+    poll_timeout_ms: int = Field(500, gt=0)
+    create_topics: bool = Field(
+        True, description="Create missing topics at start (partitions below)."
+    )
+    partitions: int = Field(3, gt=0, description="Partition count for topics created at start.")
+
+
+class TopicSettings(_Strict):
+    predictions: str = "predictions"
+    ground_truth: str = "ground-truth"
+    drift_events: str = "drift-events"
+    retrain_requests: str = "retrain-requests"
+    escalations: str = "escalations"
+    labelled_examples: str = "labelled-examples"
+    dead_letter: str = "dead-letter"
+    monitor_state: str = "monitor-state"
+    model_events: str = "model-events"
+
+
+class JoinSettings(_Strict):
+    max_pending: int = Field(
+        100_000, gt=0, description="Per model, for predictions and for early labels each."
+    )
+    ttl_seconds: float = Field(
+        7 * 86_400.0, gt=0, description="Event time a prediction waits for its label."
+    )
+
+
+class PerformanceSettings(_Strict):
+    task: Literal["auto", "classification", "regression"] = "auto"
+    window_size: int = Field(1000, gt=0, description="Events in the windowed accuracy / MAE.")
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    page_hinkley_delta: float = Field(0.05, ge=0)
+    page_hinkley_threshold: float = Field(100.0, gt=0)
+    page_hinkley_min_instances: int = Field(30, gt=0)
+
+
+class PolicySettings(_Strict):
+    min_labelled: int = Field(
+        200, ge=0, description="Joined events per version before a drift can ask for a retrain."
+    )
+    min_accuracy_drop: float = Field(0.03, ge=0, le=1)
+    critical_accuracy_drop: float = Field(0.25, gt=0, le=1)
+    min_mae_increase: float = Field(0.1, ge=0, description="Relative, 0.1 = +10 %.")
+    critical_mae_increase: float = Field(1.0, gt=0, description="Relative, 1.0 = doubled.")
+    cooldown_seconds: float = Field(3600.0, ge=0, description="Event time between episodes.")
+    training_window_seconds: float = Field(
+        7 * 86_400.0, gt=0, description="Labelled data a retrain request asks to train on."
+    )
+
+    @model_validator(mode="after")
+    def _critical_above_normal(self) -> PolicySettings:
+        if self.critical_accuracy_drop <= self.min_accuracy_drop:
+            raise ValueError("critical_accuracy_drop must be greater than min_accuracy_drop")
+        if self.critical_mae_increase <= self.min_mae_increase:
+            raise ValueError("critical_mae_increase must be greater than min_mae_increase")
+        return self
+
+
+class ModelSettings(_Strict):
+    """Everything that can differ between models."""
+
+    performance: PerformanceSettings = PerformanceSettings()
+    policy: PolicySettings = PolicySettings()
+
+
+class CheckpointSettings(_Strict):
+    every_records: int = Field(10_000, gt=0)
+    every_seconds: float = Field(5.0, gt=0)
+
+
+class MonitorSettings(BaseSettings):
+    """Settings of the monitor service (and of ``replay``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    join: JoinSettings = JoinSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables /metrics.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    defaults: ModelSettings = ModelSettings()
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model overrides of `defaults`, by model_id; partial is fine.",
+    )
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> MonitorSettings:
+        for model_id in self.models:
+            self.for_model(model_id)  # raises with the field path of a bad override
+        return self
+
+    def for_model(self, model_id: str) -> ModelSettings:
+        """The defaults with this model's overrides applied (any unseen model: the defaults)."""
+        override = self.models.get(model_id)
+        if not override:
+            return self.defaults
+        merged = _deep_merge(self.defaults.model_dump(), override)
+        try:
+            return ModelSettings.model_validate(merged)
+        except ValidationError as exc:
+            raise ValueError(_describe(exc, prefix=f"models.{model_id}")) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment overrides it.
+        return env_settings, init_settings
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        path = f"{prefix}.{path}" if prefix and path else prefix or path or "(top level)"
+        given = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        lines.append(f"  {path}: {err['msg']}{given}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None) -> MonitorSettings:
+    """Load and validate settings from ``path`` (YAML) plus the environment.
+
+    Raises :class:`ConfigError` with one line per problem.
+    """
+    where = "environment and defaults"
+    content: dict[str, Any] | None = None
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist or is not a file")
+        try:
+            content = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+        if content is not None and not isinstance(content, dict):
+            raise ConfigError(f"config file {file} must hold a mapping of settings at top level")
+        where = str(file)
+    try:
+        return MonitorSettings(**(content or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings in {where}:\n{_describe(exc)}") from None

@@ -1,0 +1,160 @@
+"""Event contracts: what comes in from Kafka and what goes out.
+
+Incoming values are JSON. ``timestamp`` is ISO 8601 with an offset
+(``2026-11-25T10:00:00+00:00``) or epoch milliseconds; it is held as epoch seconds.
+Outgoing events use a CloudEvents-style envelope whose ``time`` is event time, so a
+replay of the same input produces byte-identical output.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+SPEC_VERSION = "1.0"
+SOURCE = "stream-monitor"
+# Fixed namespace: deterministic ids are uuid5(NAMESPACE, a name that says what the event is).
+NAMESPACE = uuid.UUID("6f1c7a52-5d8e-4b8e-9a53-1d0f3c2b7e41")
+
+
+def _to_epoch_seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
+    if isinstance(value, int | float):
+        return float(value) / 1000.0
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"timestamp {value!r} is not ISO 8601") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp {value!r} has no UTC offset (add Z or +00:00)")
+        return parsed.timestamp()
+    raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
+
+
+EventTime = Annotated[float, BeforeValidator(_to_epoch_seconds)]
+"""Epoch seconds, parsed from ISO 8601 with offset or from epoch milliseconds."""
+
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+FeatureValue = StrictInt | StrictFloat | StrictStr | None
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Incoming(BaseModel):
+    # Extra fields are allowed: serving apps often add their own (request ids, tenants).
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    timestamp: EventTime
+
+
+class Prediction(_Incoming):
+    prediction_id: NonEmpty
+    model_id: NonEmpty
+    model_version: NonEmpty
+    features: dict[str, FeatureValue]
+    prediction: Scalar
+    scores: dict[str, StrictFloat | StrictInt] | None = None
+
+
+class GroundTruth(_Incoming):
+    prediction_id: NonEmpty
+    model_id: NonEmpty
+    label: Scalar
+
+
+_Event = TypeVar("_Event", bound=_Incoming)
+
+
+class InvalidRecordError(Exception):
+    """A record that breaks the contract; ``reason`` is a short code for the metric."""
+
+    def __init__(self, reason: Literal["invalid_json", "schema", "key_mismatch"], detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_record(schema: type[_Event], key: bytes | None, value: bytes) -> _Event:
+    """Validate one Kafka value against ``schema`` and its key against ``model_id``."""
+    try:
+        event = schema.model_validate_json(value)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise InvalidRecordError("invalid_json", str(exc.errors()[0]["msg"])) from None
+        raise InvalidRecordError("schema", _short(exc)) from None
+    model_id: str = getattr(event, "model_id")  # noqa: B009 - both schemas carry it
+    if key is not None and key != model_id.encode():
+        raise InvalidRecordError(
+            "key_mismatch",
+            f"record key {key!r} is not the model_id {model_id!r}; "
+            "predictions and ground truth must be keyed by model_id to be joined",
+        )
+    return event
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+
+
+def iso(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def deterministic_id(*parts: object) -> str:
+    return str(uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def envelope(
+    event_type: str, event_id: str, time: float, subject: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """CloudEvents-style envelope (structured mode, JSON)."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event_id,
+        "type": event_type,
+        "source": SOURCE,
+        "subject": subject,
+        "time": iso(time),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+OutputTopic = Literal[
+    "drift_events", "retrain_requests", "escalations", "labelled_examples", "dead_letter"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record for the shell to produce. ``topic`` names a field of ``TopicSettings``;
+    ``timestamp`` (event time, epoch seconds) becomes the Kafka record timestamp."""
+
+    topic: OutputTopic
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+    timestamp: float | None = None
+
+    @staticmethod
+    def event(topic: OutputTopic, key: str, body: dict[str, Any], timestamp: float) -> Output:
+        value = json.dumps(body, separators=(",", ":")).encode()
+        return Output(topic, key.encode(), value, timestamp=timestamp)

@@ -1,0 +1,123 @@
+"""Joining predictions with their ground truth, which may arrive days later."""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from stream_monitor.core.events import GroundTruth, Prediction
+
+PendingKind = Literal["prediction", "label"]
+DropReason = Literal["ttl", "capacity", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    prediction: Prediction
+    label: GroundTruth
+
+
+class LabelJoin:
+    """Join predictions and labels by ``prediction_id``, whichever comes first.
+
+    An event waits in a pending table until its partner arrives. Time is event time:
+    the watermark is the newest ``timestamp`` seen, and an entry older than
+    ``watermark - ttl_seconds`` expires. Each table also holds at most ``max_pending``
+    entries; past that the oldest is evicted. A second prediction with a pending
+    ``prediction_id`` is a duplicate (an at-least-once producer retried) and is
+    ignored. Nothing leaves silently: every drop is counted by kind and reason until
+    the owner collects the counts with :meth:`take_dropped` (so label coverage is
+    ``joined / (joined + dropped predictions)``).
+
+    >>> from stream_monitor.core.events import GroundTruth, Prediction
+    >>> join = LabelJoin(max_pending=10, ttl_seconds=60)
+    >>> p = Prediction(prediction_id="a", model_id="m", model_version="1", timestamp=0,
+    ...                features={}, prediction=1)
+    >>> join.add_prediction(p) is None
+    True
+    >>> y = GroundTruth(prediction_id="a", model_id="m", label=0, timestamp=5_000)
+    >>> join.add_label(y).label.label
+    0
+    >>> join.pending("prediction")
+    0
+    >>> def label(pid, ms):
+    ...     return GroundTruth(prediction_id=pid, model_id="m", label=1, timestamp=ms)
+    >>> join.add_label(label("b", 3_600_000)) is None  # waits; the watermark is now 3600 s
+    True
+    >>> join.add_prediction(p.model_copy(update={"prediction_id": "c"})) is None
+    True
+    >>> join.add_label(label("d", 3_650_000)) is None  # "c" (t=0) is older than 3650-60 s
+    True
+    >>> dict(join.take_dropped())
+    {('prediction', 'ttl'): 1}
+    """
+
+    def __init__(self, max_pending: int = 100_000, ttl_seconds: float = 7 * 86_400.0) -> None:
+        self.max_pending = max_pending
+        self.ttl_seconds = ttl_seconds
+        self.watermark = float("-inf")
+        self._dropped: Counter[tuple[PendingKind, DropReason]] = Counter()
+        self._predictions: OrderedDict[str, Prediction] = OrderedDict()
+        self._labels: OrderedDict[str, GroundTruth] = OrderedDict()
+
+    def add_prediction(self, prediction: Prediction) -> Joined | None:
+        label = self._labels.pop(prediction.prediction_id, None)
+        self._advance(prediction.timestamp)
+        if label is not None:
+            return Joined(prediction, label)
+        if prediction.prediction_id in self._predictions:
+            self._dropped["prediction", "duplicate"] += 1
+            return None
+        self._admit(self._predictions, prediction.prediction_id, prediction, "prediction")
+        return None
+
+    def add_label(self, label: GroundTruth) -> Joined | None:
+        prediction = self._predictions.pop(label.prediction_id, None)
+        self._advance(label.timestamp)
+        if prediction is not None:
+            return Joined(prediction, label)
+        # A repeated early label replaces the pending one: the latest label wins.
+        self._labels.pop(label.prediction_id, None)
+        self._admit(self._labels, label.prediction_id, label, "label")
+        return None
+
+    def pending(self, kind: PendingKind) -> int:
+        return len(self._predictions if kind == "prediction" else self._labels)
+
+    def take_dropped(self) -> Counter[tuple[PendingKind, DropReason]]:
+        """Drops counted since the last call, by (kind, reason)."""
+        dropped, self._dropped = self._dropped, Counter()
+        return dropped
+
+    def _admit(
+        self,
+        table: OrderedDict[str, Prediction] | OrderedDict[str, GroundTruth],
+        key: str,
+        event: Prediction | GroundTruth,
+        kind: PendingKind,
+    ) -> None:
+        table[key] = event  # type: ignore[assignment]  # kind matches table by construction
+        while len(table) > self.max_pending:
+            table.popitem(last=False)
+            self._dropped[kind, "capacity"] += 1
+
+    def _advance(self, timestamp: float) -> None:
+        if timestamp <= self.watermark:
+            return
+        self.watermark = timestamp
+        cutoff = timestamp - self.ttl_seconds
+        self._expire(self._predictions, "prediction", cutoff)
+        self._expire(self._labels, "label", cutoff)
+
+    def _expire(
+        self,
+        table: OrderedDict[str, Prediction] | OrderedDict[str, GroundTruth],
+        kind: PendingKind,
+        cutoff: float,
+    ) -> None:
+        # Tables are in arrival order, close to event-time order: stop at the first
+        # entry still inside the window (a late straggler behind it waits a little).
+        while table and next(iter(table.values())).timestamp < cutoff:
+            table.popitem(last=False)
+            self._dropped[kind, "ttl"] += 1

@@ -1,0 +1,329 @@
+"""The monitor's core: records in, records out, no I/O.
+
+The Kafka shell and ``replay`` both feed :class:`MonitorCore` one record at a time
+and produce what it returns. State is kept per ``model_id`` (the partition key), so
+each model's state can be snapshotted to bytes and restored on whichever instance
+owns its partition.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stream_monitor.config import ModelSettings, MonitorSettings
+from stream_monitor.core.events import (
+    GroundTruth,
+    InvalidRecordError,
+    Output,
+    OutputTopic,
+    Prediction,
+    deterministic_id,
+    envelope,
+    iso,
+    parse_record,
+)
+from stream_monitor.core.join import DropReason, Joined, LabelJoin, PendingKind
+from stream_monitor.core.performance import (
+    PerformanceSignal,
+    PerformanceTracker,
+    Task,
+    error_of,
+    infer_task,
+)
+from stream_monitor.core.policy import Decision, EpisodeState, decide
+
+InputTopic = Literal["predictions", "ground_truth"]
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(slots=True)
+class VersionState:
+    """Everything known about one (model, version)."""
+
+    tracker: PerformanceTracker
+    episodes: EpisodeState = field(default_factory=EpisodeState)
+    labelled: int = 0
+
+
+@dataclass(slots=True)
+class ModelState:
+    """Everything known about one model: its join and its versions."""
+
+    settings: ModelSettings
+    join: LabelJoin
+    versions: dict[str, VersionState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    task: Task
+    windowed_metric: float
+    labelled: int
+    episode: int
+
+
+@dataclass(frozen=True)
+class CoreStats:
+    """Counters of this process's lifetime plus gauges of the current state."""
+
+    invalid: Counter[tuple[str, str]]
+    joined: int
+    dropped: Counter[tuple[PendingKind, DropReason]]
+    pending: dict[PendingKind, int]
+    signals: Counter[tuple[str, str]]
+    outputs: Counter[str]
+    versions: dict[tuple[str, str], VersionStats]
+
+
+class MonitorCore:
+    """Turns prediction and ground-truth records into drift events, retrain requests,
+    escalations, labelled examples and dead letters.
+
+    >>> import json
+    >>> core = MonitorCore(MonitorSettings())
+    >>> p = {"prediction_id": "p1", "model_id": "m", "model_version": "1",
+    ...      "timestamp": 1_700_000_000_000, "features": {"x": 1.5}, "prediction": "cat"}
+    >>> core.process("predictions", b"m", json.dumps(p).encode())
+    []
+    >>> y = {"prediction_id": "p1", "model_id": "m", "label": "dog",
+    ...      "timestamp": "2023-11-15T00:00:00Z"}
+    >>> [o.topic for o in core.process("ground_truth", b"m", json.dumps(y).encode())]
+    ['labelled_examples']
+    >>> [o.topic for o in core.process("ground_truth", b"m", b"not json")]
+    ['dead_letter']
+    """
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self._models: dict[str, ModelState] = {}
+        self._invalid: Counter[tuple[str, str]] = Counter()
+        self._dropped: Counter[tuple[PendingKind, DropReason]] = Counter()
+        self._signals: Counter[tuple[str, str]] = Counter()
+        self._outputs: Counter[str] = Counter()
+        self._joined = 0
+
+    # ---- records -------------------------------------------------------------------
+
+    def process(self, topic: InputTopic, key: bytes | None, value: bytes) -> list[Output]:
+        """Handle one record of ``predictions`` or ``ground_truth``."""
+        try:
+            if topic == "predictions":
+                prediction = parse_record(Prediction, key, value)
+                model = self._model(prediction.model_id)
+                joined = model.join.add_prediction(prediction)
+            else:
+                label = parse_record(GroundTruth, key, value)
+                model = self._model(label.model_id)
+                joined = model.join.add_label(label)
+        except InvalidRecordError as exc:
+            return [self._dead_letter(topic, key, value, exc)]
+        self._dropped.update(model.join.take_dropped())
+        if joined is None:
+            return []
+        try:
+            outputs = self._on_joined(model, joined)
+        except InvalidRecordError as exc:
+            # The pair cannot be scored (e.g. a text label for a regression model):
+            # the label goes to dead-letter, the prediction is kept out of the detectors.
+            return [self._dead_letter(topic, key, value, exc)]
+        self._outputs.update(o.topic for o in outputs)
+        return outputs
+
+    def _model(self, model_id: str) -> ModelState:
+        model = self._models.get(model_id)
+        if model is None:
+            join = self.settings.join
+            model = ModelState(
+                self.settings.for_model(model_id), LabelJoin(join.max_pending, join.ttl_seconds)
+            )
+            self._models[model_id] = model
+        return model
+
+    def _on_joined(self, model: ModelState, joined: Joined) -> list[Output]:
+        prediction, label = joined.prediction, joined.label
+        version = model.versions.get(prediction.model_version)
+        if version is None:
+            task = model.settings.performance.task
+            if task == "auto":
+                task = infer_task(prediction.prediction, prediction.scores is not None)
+            version = VersionState(PerformanceTracker(model.settings.performance, task))
+        try:
+            error = error_of(version.tracker.task, prediction.prediction, label.label)
+        except TypeError as exc:
+            raise InvalidRecordError("schema", f"cannot score this label: {exc}") from None
+        # Registered only once a pair could be scored, so a bad first pair leaves no trace.
+        model.versions.setdefault(prediction.model_version, version)
+        version.labelled += 1
+        self._joined += 1
+
+        outputs = [_labelled_example(joined, version.tracker.task)]
+        for signal in version.tracker.update(error):
+            decision = decide(
+                model.settings.policy,
+                version.episodes,
+                version.tracker.task,
+                signal,
+                version.labelled,
+                label.timestamp,
+            )
+            self._signals[signal.detector, decision.severity] += 1
+            outputs.extend(_decision_outputs(model, version, joined, signal, decision))
+        return outputs
+
+    def _dead_letter(
+        self, topic: InputTopic, key: bytes | None, value: bytes, exc: InvalidRecordError
+    ) -> Output:
+        self._invalid[topic, exc.reason] += 1
+        self._outputs["dead_letter"] += 1
+        headers = (
+            ("error.reason", exc.reason.encode()),
+            ("error.detail", exc.detail.encode()[:1000]),
+            ("source.topic", topic.encode()),
+        )
+        return Output("dead_letter", key, value, headers)
+
+    # ---- state ---------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        return list(self._models)
+
+    def snapshot(self, model_id: str) -> bytes:
+        """One model's whole state as bytes (join, detectors, episodes)."""
+        return pickle.dumps((SNAPSHOT_FORMAT, self._models[model_id]), protocol=5)
+
+    def restore(self, model_id: str, data: bytes) -> None:
+        """Replace one model's state with a snapshot from :meth:`snapshot`.
+
+        Snapshots are pickles: only restore bytes this service wrote (the state topic
+        must not be writable by anyone else).
+        """
+        fmt, state = pickle.loads(data)  # our own state topic, see docstring
+        if fmt != SNAPSHOT_FORMAT or not isinstance(state, ModelState):
+            raise ValueError(f"unknown snapshot format {fmt!r} for model {model_id!r}")
+        # Settings come from this process's configuration, not from the snapshot.
+        state.settings = self.settings.for_model(model_id)
+        self._models[model_id] = state
+
+    def forget(self, model_id: str) -> None:
+        """Drop a model's state (its partition moved to another instance)."""
+        self._models.pop(model_id, None)
+
+    def stats(self) -> CoreStats:
+        pending: dict[PendingKind, int] = {"prediction": 0, "label": 0}
+        versions = {}
+        for model_id, model in self._models.items():
+            pending["prediction"] += model.join.pending("prediction")
+            pending["label"] += model.join.pending("label")
+            for name, version in model.versions.items():
+                versions[model_id, name] = VersionStats(
+                    version.tracker.task,
+                    version.tracker.windowed_metric,
+                    version.labelled,
+                    version.episodes.episode,
+                )
+        return CoreStats(
+            invalid=Counter(self._invalid),
+            joined=self._joined,
+            dropped=Counter(self._dropped),
+            pending=pending,
+            signals=Counter(self._signals),
+            outputs=Counter(self._outputs),
+            versions=versions,
+        )
+
+
+def _labelled_example(joined: Joined, task: Task) -> Output:
+    p, y = joined.prediction, joined.label
+    data: dict[str, Any] = {
+        "prediction_id": p.prediction_id,
+        "model_id": p.model_id,
+        "model_version": p.model_version,
+        "task": task,
+        "prediction_time": iso(p.timestamp),
+        "label_time": iso(y.timestamp),
+        "features": p.features,
+        "prediction": p.prediction,
+        "scores": p.scores,
+        "label": y.label,
+    }
+    body = envelope(
+        "stream_monitor.labelled_example",
+        deterministic_id("labelled", p.model_id, p.prediction_id),
+        y.timestamp,
+        p.model_id,
+        data,
+    )
+    return Output.event("labelled_examples", p.model_id, body, timestamp=y.timestamp)
+
+
+def _decision_outputs(
+    model: ModelState,
+    version: VersionState,
+    joined: Joined,
+    signal: PerformanceSignal,
+    decision: Decision,
+) -> list[Output]:
+    p = joined.prediction
+    now = joined.label.timestamp
+    task = version.tracker.task
+    metric = "accuracy" if task == "classification" else "mae"
+
+    def as_metric(error: float) -> float:
+        return 1.0 - error if task == "classification" else error
+
+    evidence = {
+        "detector": signal.detector,
+        "metric": metric,
+        "before": as_metric(signal.error_before),
+        "after": as_metric(signal.error_after),
+        "change": decision.change,
+        "windowed": version.tracker.windowed_metric,
+        "window_size": model.settings.performance.window_size,
+        "observations": signal.observations,
+        "labelled": version.labelled,
+        "detected_at": iso(now),
+    }
+    data = {
+        "model_id": p.model_id,
+        "model_version": p.model_version,
+        "kind": "performance",
+        "severity": decision.severity,
+        "action": decision.action,
+        "episode": decision.episode,
+        "reason": decision.reason,
+        "evidence": evidence,
+    }
+    signal_id = deterministic_id(
+        "signal", p.model_id, p.model_version, signal.detector, signal.observations
+    )
+    outputs = [
+        Output.event(
+            "drift_events",
+            p.model_id,
+            envelope("stream_monitor.drift.signal", signal_id, now, p.model_id, data),
+            timestamp=now,
+        )
+    ]
+    if decision.action == "retrain":
+        window = model.settings.policy.training_window_seconds
+        data["training_window"] = {"start": iso(now - window), "end": iso(now)}
+        outputs.append(_episode_event("retrain_requests", "retrain.requested", data, now))
+    elif decision.action == "escalate":
+        data["advice"] = (
+            f"{metric} moved from {evidence['before']:.4g} to {evidence['after']:.4g}, "
+            "beyond what automatic retraining should handle: check the input data and "
+            "upstream changes for this model before retraining."
+        )
+        outputs.append(_episode_event("escalations", "escalation", data, now))
+    return outputs
+
+
+def _episode_event(topic: OutputTopic, kind: str, data: dict[str, Any], now: float) -> Output:
+    """An event that must be sent once per drift episode: its id names the episode."""
+    model_id = data["model_id"]
+    event_id = deterministic_id(kind, model_id, data["model_version"], data["episode"])
+    body = envelope(f"stream_monitor.{kind}", event_id, now, model_id, data)
+    return Output.event(topic, model_id, body, timestamp=now)

@@ -1,0 +1,110 @@
+"""What counts as drift: the one place that turns detector signals into actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from stream_monitor.config import PolicySettings
+from stream_monitor.core.performance import PerformanceSignal, Task
+
+Severity = Literal["info", "warning", "drift", "critical"]
+Action = Literal["none", "retrain", "escalate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    severity: Severity
+    action: Action
+    episode: int
+    """The drift episode this signal belongs to (0: none opened yet)."""
+    change: float
+    """Accuracy drop (classification) or relative MAE increase (regression)."""
+    reason: str
+
+
+@dataclass(slots=True)
+class EpisodeState:
+    """Per (model, version): how many episodes were opened and when the last one cools down."""
+
+    episode: int = 0
+    cooldown_until: float = float("-inf")
+    escalated_episode: int = 0
+
+
+def performance_change(task: Task, signal: PerformanceSignal) -> float:
+    """Accuracy drop for classification; relative MAE increase for regression."""
+    if task == "classification":
+        return signal.error_after - signal.error_before
+    if signal.error_before <= 0:
+        return float("inf") if signal.error_after > 0 else 0.0
+    return signal.error_after / signal.error_before - 1.0
+
+
+def decide(
+    settings: PolicySettings,
+    state: EpisodeState,
+    task: Task,
+    signal: PerformanceSignal,
+    labelled: int,
+    now: float,
+) -> Decision:
+    """Classify one performance signal and say what to do; updates ``state``.
+
+    * the error fell or stayed: ``info``; it rose less than the minimum change:
+      ``warning``; too few labelled events so far to trust it: ``warning``;
+    * it rose by at least the minimum: ``drift``. Outside a cooldown this opens a new
+      episode and asks for one retrain; inside it, the signal joins the open episode;
+    * it rose by at least the critical change: ``critical``, escalated to a human
+      once per episode (a new episode is opened if none is cooling down).
+
+    ``now`` is event time, so a replay decides exactly as the live run did.
+
+    >>> s, state = PolicySettings(cooldown_seconds=100), EpisodeState()
+    >>> sig = PerformanceSignal("adwin", error_before=0.1, error_after=0.2, observations=900)
+    >>> decide(s, state, "classification", sig, labelled=900, now=0).action
+    'retrain'
+    >>> decide(s, state, "classification", sig, labelled=950, now=50).action  # cooling down
+    'none'
+    >>> d = decide(s, state, "classification", sig, labelled=990, now=150)
+    >>> d.action, d.episode
+    ('retrain', 2)
+    """
+    change = performance_change(task, signal)
+    minimum, critical = (
+        (settings.min_accuracy_drop, settings.critical_accuracy_drop)
+        if task == "classification"
+        else (settings.min_mae_increase, settings.critical_mae_increase)
+    )
+    if change <= 0:
+        return Decision("info", "none", state.episode, change, "error did not increase")
+    if change < minimum:
+        return Decision(
+            "warning", "none", state.episode, change, f"change {change:.4g} below {minimum:g}"
+        )
+    if labelled < settings.min_labelled:
+        return Decision(
+            "warning",
+            "none",
+            state.episode,
+            change,
+            f"only {labelled} labelled events, {settings.min_labelled} needed to act",
+        )
+    cooling = now < state.cooldown_until
+    if not cooling:
+        state.episode += 1
+        state.cooldown_until = now + settings.cooldown_seconds
+    if change >= critical:
+        if state.escalated_episode == state.episode:
+            return Decision("critical", "none", state.episode, change, "episode already escalated")
+        state.escalated_episode = state.episode
+        return Decision(
+            "critical", "escalate", state.episode, change, f"change {change:.4g} >= {critical:g}"
+        )
+    if cooling:
+        return Decision(
+            "drift", "none", state.episode, change, f"episode {state.episode} is cooling down"
+        )
+    return Decision(
+        "drift", "retrain", state.episode, change, f"change {change:.4g} >= {minimum:g}"
+    )

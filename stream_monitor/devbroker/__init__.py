@@ -1,0 +1,1 @@
+"""Local single-node Kafka (KRaft) broker for development and tests."""
