@@ -57,6 +57,7 @@ _JVM_FLAGS = (
     "-Djava.awt.headless=true",
 )
 _HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _JAVA_VERSION_RE = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 # Brokers started by this process, so they can be waited on (no zombies, no
@@ -418,6 +419,7 @@ def ensure_libs(settings: BrokerSettings) -> Path:
             mvn,
             "-B",
             "-q",
+            "-U",  # re-try artifacts whose earlier download failed
             "-Dstyle.color=never",
             "-f",
             str(pom),
@@ -434,7 +436,8 @@ def ensure_libs(settings: BrokerSettings) -> Path:
         except subprocess.TimeoutExpired as exc:
             raise BrokerError(f"Maven did not finish in {_MAVEN_TIMEOUT:.0f} s: {cmd}") from exc
         if proc.returncode != 0:
-            output = "\n".join((proc.stdout + proc.stderr).splitlines()[-_TAIL_LINES:])
+            output = _ANSI_RE.sub("", proc.stdout + proc.stderr)
+            output = "\n".join(output.splitlines()[-_TAIL_LINES:])
             raise BrokerError(
                 f"Maven failed (exit {proc.returncode}) fetching Kafka "
                 f"{settings.kafka_version} jars:\n{output}"

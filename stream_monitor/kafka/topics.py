@@ -1,0 +1,77 @@
+"""Topic checks at start: create what is missing, refuse what cannot work."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from stream_monitor.config import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+
+# Snapshots of a model with many pending predictions exceed Kafka's 1 MB default.
+STATE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says why and what to do."""
+
+
+def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partition count of each existing topic among ``names``."""
+    existing = set(admin.list_topics())
+    wanted = [n for n in names if n in existing]
+    if not wanted:
+        return {}
+    return {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(wanted)}
+
+
+def ensure_topics(
+    admin: KafkaAdminClient, kafka: KafkaSettings, topics: TopicSettings
+) -> dict[str, int]:
+    """Check co-partitioning of the inputs and create missing topics if allowed.
+
+    ``predictions`` and ``ground-truth`` must have the same partition count, or a
+    label and its prediction (same key) would land on different partitions and
+    possibly different instances, and never be joined.
+    Returns the partition count of every topic the monitor uses.
+    """
+    names = list(topics.model_dump().values())
+    counts = partition_counts(admin, names)
+    inputs = [topics.predictions, topics.ground_truth]
+    present = {t: counts[t] for t in inputs if t in counts}
+    if len(set(present.values())) > 1:
+        raise StartupError(
+            "predictions and ground truth must be co-partitioned (same partition count, "
+            f"keyed by model_id), but they have {present}. Recreate one of them or add "
+            "partitions so both have the same count, then start again."
+        )
+    missing = [n for n in names if n not in counts]
+    if missing and not kafka.create_topics:
+        raise StartupError(
+            f"topics {missing} do not exist and kafka.create_topics is false: create them "
+            "(predictions and ground truth with the same partition count) or allow creation."
+        )
+    if missing:
+        # Match an existing input topic so co-partitioning holds for the new one.
+        partitions = next(iter(present.values()), kafka.partitions)
+        new = [_new_topic(n, partitions, compacted=n == topics.monitor_state) for n in missing]
+        try:
+            admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another instance created it between our check and now
+        log.info("created topics", extra={"topics": missing, "partitions": partitions})
+        counts.update(partition_counts(admin, missing))
+    return counts
+
+
+def _new_topic(name: str, partitions: int, compacted: bool) -> NewTopic:
+    configs = (
+        {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+        if compacted
+        else {}
+    )
+    return NewTopic(name, num_partitions=partitions, replication_factor=-1, topic_configs=configs)

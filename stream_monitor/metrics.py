@@ -1,0 +1,146 @@
+"""Prometheus metrics of the monitor.
+
+Two kinds: what the Kafka shell measures itself (records consumed, batch time, lag,
+checkpoints) are ordinary client metrics; what the core knows (joins, signals, accuracy)
+is read from the latest :class:`~stream_monitor.core.monitor.CoreStats` when Prometheus
+scrapes, so the core never imports the client library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stream_monitor.core.monitor import CoreStats
+
+PREFIX = "stream_monitor"
+
+
+class CoreStatsCollector(Collector):
+    """Exposes the last :class:`CoreStats` the service handed over.
+
+    The service replaces the stats object after every batch (one reference
+    assignment), so a scrape never sees a half-updated state.
+    """
+
+    def __init__(self) -> None:
+        self.stats: CoreStats | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        if stats is None:
+            return
+        invalid = CounterMetricFamily(
+            f"{PREFIX}_invalid_records",
+            "Records that broke the contract and went to dead-letter.",
+            labels=["topic", "reason"],
+        )
+        for (topic, reason), n in stats.invalid.items():
+            invalid.add_metric([topic, reason], n)
+        yield invalid
+
+        yield CounterMetricFamily(
+            f"{PREFIX}_joined", "Predictions joined with their label.", value=stats.joined
+        )
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_join_dropped",
+            "Pending predictions or labels that left the join unjoined (ttl, capacity) "
+            "or were duplicates.",
+            labels=["kind", "reason"],
+        )
+        for (kind, reason), n in stats.dropped.items():
+            dropped.add_metric([kind, reason], n)
+        yield dropped
+
+        pending = GaugeMetricFamily(
+            f"{PREFIX}_join_pending", "Events waiting for their partner.", labels=["kind"]
+        )
+        for kind, n in stats.pending.items():
+            pending.add_metric([kind], n)
+        yield pending
+
+        signals = CounterMetricFamily(
+            f"{PREFIX}_drift_signals",
+            "Detector signals by detector and the severity the policy gave them.",
+            labels=["detector", "severity"],
+        )
+        for (detector, severity), n in stats.signals.items():
+            signals.add_metric([detector, severity], n)
+        yield signals
+
+        produced = CounterMetricFamily(
+            f"{PREFIX}_events_produced",
+            "Events the core emitted, by output (topic setting name).",
+            labels=["output"],
+        )
+        for output, n in stats.outputs.items():
+            produced.add_metric([output], n)
+        yield produced
+        yield CounterMetricFamily(
+            f"{PREFIX}_retrain_requests",
+            "Retrain requests published (one per drift episode).",
+            value=stats.outputs.get("retrain_requests", 0),
+        )
+
+        accuracy = GaugeMetricFamily(
+            f"{PREFIX}_model_accuracy_ratio",
+            "Windowed accuracy of a classification model version.",
+            labels=["model_id", "model_version"],
+        )
+        mae = GaugeMetricFamily(
+            f"{PREFIX}_model_mae",
+            "Windowed mean absolute error of a regression model version.",
+            labels=["model_id", "model_version"],
+        )
+        labelled = GaugeMetricFamily(
+            f"{PREFIX}_model_labelled_events",
+            "Joined events seen for a model version (since its state began).",
+            labels=["model_id", "model_version"],
+        )
+        for (model_id, version), v in stats.versions.items():
+            target = accuracy if v.task == "classification" else mae
+            target.add_metric([model_id, version], v.windowed_metric)
+            labelled.add_metric([model_id, version], v.labelled)
+        yield accuracy
+        yield mae
+        yield labelled
+
+
+class MonitorMetrics:
+    """All metrics of one monitor process, on their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.core = CoreStatsCollector()
+        self.registry.register(self.core)
+        self.consumed = Counter(
+            f"{PREFIX}_records_consumed",
+            "Records read from Kafka.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            f"{PREFIX}_batch_processing_seconds",
+            "Time to process one polled batch, from poll to flushed outputs.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            f"{PREFIX}_consumer_lag_records",
+            "Records not yet consumed, summed over this instance's partitions.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.checkpoints = Counter(
+            f"{PREFIX}_checkpoints",
+            "State snapshots written and offsets committed.",
+            registry=self.registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            f"{PREFIX}_checkpoint_seconds",
+            "Time to write snapshots and commit offsets.",
+            registry=self.registry,
+        )
