@@ -78,7 +78,12 @@ class PolicySettings(_Strict):
     min_labelled: int = Field(
         200, ge=0, description="Joined events per version before a drift can ask for a retrain."
     )
-    min_accuracy_drop: float = Field(0.03, ge=0, le=1)
+    min_accuracy_drop: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Estimated drop that asks for a retrain; estimates at first alarm are low.",
+    )
     critical_accuracy_drop: float = Field(0.25, gt=0, le=1)
     min_mae_increase: float = Field(0.1, ge=0, description="Relative, 0.1 = +10 %.")
     critical_mae_increase: float = Field(1.0, gt=0, description="Relative, 1.0 = doubled.")

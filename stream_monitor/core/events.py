@@ -99,7 +99,7 @@ def parse_record(schema: type[_Event], key: bytes | None, value: bytes) -> _Even
             raise InvalidRecordError("invalid_json", str(exc.errors()[0]["msg"])) from None
         raise InvalidRecordError("schema", _short(exc)) from None
     model_id: str = getattr(event, "model_id")  # noqa: B009 - both schemas carry it
-    if key is not None and key != model_id.encode():
+    if key != model_id.encode():
         raise InvalidRecordError(
             "key_mismatch",
             f"record key {key!r} is not the model_id {model_id!r}; "

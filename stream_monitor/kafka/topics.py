@@ -26,7 +26,7 @@ def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int
     wanted = [n for n in names if n in existing]
     if not wanted:
         return {}
-    return {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(wanted)}
+    return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(wanted)}
 
 
 def ensure_topics(

@@ -1,0 +1,155 @@
+"""The ``stream-monitor`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from stream_monitor import logs
+from stream_monitor.config import ConfigError, MonitorSettings, load_settings
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+settings: YAML file given by --config, overridden by environment variables named
+STREAM_MONITOR_<SECTION>__<FIELD>, e.g. STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS=host:9092.
+See configs/monitor.yaml for every setting with its default.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-monitor",
+        description="Streaming drift detection for ML models in production (Kafka in, "
+        "drift events, retrain requests and Prometheus metrics out).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="run the monitor service on Kafka",
+        description="Consume predictions and ground truth, publish drift events, retrain "
+        "requests, escalations, labelled examples and dead letters, serve /metrics. "
+        "SIGTERM or Ctrl-C finishes the batch, checkpoints, commits and exits 0.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    monitor.add_argument("--config", type=Path, help="YAML settings file (default: none)")
+
+    replay = commands.add_parser(
+        "replay",
+        help="run the same core over a JSONL file, no broker",
+        description='Each input line is {"topic": "predictions"|"ground-truth", '
+        '"key": ..., "value": {...}} in arrival order; each emitted event is printed to '
+        'stdout as {"topic": ..., "key": ..., "value": {...}}. Unusable lines are reported '
+        "on stderr and make the exit status 1.",
+    )
+    replay.add_argument("--config", type=Path, help="YAML settings file (default: defaults)")
+    replay.add_argument("input", type=Path, help="JSONL file, or - for standard input")
+
+    demo = commands.add_parser(
+        "demo",
+        help="start a local broker, simulate a model whose accuracy drops, watch it caught",
+        description="Starts the local Kafka broker (downloaded from Maven Central on first "
+        "use), produces predictions and delayed labels with an accuracy drop in the middle, "
+        "runs the monitor, and shows the drift being caught and the retrain request.",
+    )
+    demo.add_argument("--events", type=int, default=20_000, help="predictions to simulate")
+    demo.add_argument("--port", type=int, default=9092, help="local broker port")
+    demo.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (0: off)")
+    demo.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+
+    broker = commands.add_parser(
+        "broker",
+        help="start, stop or check the local development broker",
+        description="Same as scripts/kafka-local; see `stream-monitor broker -h` for options.",
+        add_help=False,
+    )
+    broker.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "broker":
+        from stream_monitor.devbroker.broker import main as broker_main
+
+        return broker_main(args.args)
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"stream-monitor: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    if args.command == "monitor":
+        return _monitor(settings)
+    if args.command == "replay":
+        return _replay(settings, args.input)
+    from stream_monitor.demo import run_demo
+
+    return run_demo(
+        settings,
+        events=args.events,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        keep_broker=args.keep_broker,
+    )
+
+
+def _monitor(settings: MonitorSettings) -> int:
+    from prometheus_client import start_http_server
+
+    from stream_monitor.kafka.service import MonitorService
+    from stream_monitor.kafka.topics import StartupError
+    from stream_monitor.metrics import MonitorMetrics
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    metrics = MonitorMetrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+        log.info("metrics served", extra={"port": settings.metrics_port})
+    try:
+        MonitorService(settings, metrics, stop).run()
+    except StartupError as exc:
+        print(f"stream-monitor: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _replay(settings: MonitorSettings, path: Path) -> int:
+    from stream_monitor.replay import BadLine, replay
+
+    try:
+        source = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    except OSError as exc:
+        print(f"stream-monitor: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    bad = 0
+    with source:
+        for item in replay(settings, source):
+            if isinstance(item, BadLine):
+                bad += 1
+                print(f"{path}:{item.line}: skipped: {item.reason}", file=sys.stderr)
+            else:
+                print(json.dumps(item, separators=(",", ":")))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

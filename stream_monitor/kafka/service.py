@@ -1,0 +1,254 @@
+"""How a record gets from Kafka to the core and back.
+
+The loop, at least once::
+
+    poll a batch -> core.process each record -> produce outputs -> flush
+    -> (every N records or T seconds) snapshot touched models to monitor-state
+    -> commit offsets
+
+Offsets are committed only after the outputs and the snapshots they depend on are
+acknowledged by the broker, so a crash at any point replays, never skips. Events
+that must not repeat (retrain requests) carry deterministic ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from stream_monitor.config import MonitorSettings
+from stream_monitor.core.events import Output
+from stream_monitor.core.monitor import InputTopic, MonitorCore
+from stream_monitor.kafka import state
+from stream_monitor.kafka.topics import STATE_MAX_MESSAGE_BYTES, ensure_topics
+from stream_monitor.metrics import MonitorMetrics
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge an output; offsets stay uncommitted."""
+
+
+class MonitorService:
+    """Runs :class:`MonitorCore` on the configured topics until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        metrics: MonitorMetrics,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = stop or threading.Event()
+        self.core = MonitorCore(settings)
+        topics = settings.topics
+        self._input: dict[str, InputTopic] = {
+            topics.predictions: "predictions",
+            topics.ground_truth: "ground_truth",
+        }
+        self._output_topic: dict[str, str] = topics.model_dump()
+        self._client: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka.bootstrap_servers,
+            "client_id": settings.kafka.client_id,
+        }
+        self._snapshots: dict[str, bytes] = {}
+        self._reload_state = False
+        self._partition_of: dict[bytes, TopicPartition] = {}
+        self._touched: set[bytes] = set()
+        self._next_offsets: dict[TopicPartition, int] = {}
+        self._failures: list[BaseException] = []
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._producer: KafkaProducer | None = None
+        self._consumer: KafkaConsumer | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Check topics, then process until ``stop`` is set; finish with a checkpoint."""
+        admin = KafkaAdminClient(**self._client)
+        try:
+            ensure_topics(admin, self.settings.kafka, self.settings.topics)
+        finally:
+            admin.close()
+        self._producer = KafkaProducer(
+            **self._client,
+            acks="all",
+            linger_ms=20,
+            batch_size=256 * 1024,
+            max_request_size=STATE_MAX_MESSAGE_BYTES,
+        )
+        self._consumer = KafkaConsumer(
+            **self._client,
+            group_id=self.settings.kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.kafka.max_poll_records,
+            # Range assignment gives the same partition numbers of co-partitioned topics
+            # to one instance, so a prediction and its label meet in one process.
+            partition_assignment_strategy=[RangePartitionAssignor],
+        )
+        self._consumer.subscribe(list(self._input), listener=_Rebalance(self))
+        log.info("monitor started", extra={"topics": list(self._input)})
+        try:
+            while not self.stop.is_set():
+                self._process_batch()
+                if self._checkpoint_due():
+                    self.checkpoint()
+            self.checkpoint()
+            log.info("monitor stopped cleanly")
+        finally:
+            self._consumer.close(autocommit=False)
+            self._producer.close()
+
+    def _process_batch(self) -> None:
+        assert self._consumer is not None and self._producer is not None
+        batch = self._consumer.poll(
+            timeout_ms=self.settings.kafka.poll_timeout_ms,
+            max_records=self.settings.kafka.max_poll_records,
+        )
+        if self._reload_state:
+            self._snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
+            self._reload_state = False
+        if not batch:
+            self._report_lag()
+            return
+        started = time.perf_counter()
+        for tp, records in batch.items():
+            topic = self._input[tp.topic]
+            for record in records:
+                self._prepare_model(record.key, tp)
+                for output in self.core.process(topic, record.key, record.value):
+                    self._send(output, record)
+            self._next_offsets[tp] = records[-1].offset + 1
+            self._since_checkpoint += len(records)
+            self.metrics.consumed.labels(tp.topic).inc(len(records))
+        self._flush()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.core.stats = self.core.stats()
+        self._report_lag()
+
+    def _prepare_model(self, key: bytes | None, tp: TopicPartition) -> None:
+        """Remember which partition owns a model; restore its state on first sight."""
+        if key is None:
+            return
+        self._touched.add(key)
+        if key in self._partition_of:
+            return
+        self._partition_of[key] = tp
+        snapshot = self._snapshots.pop(key.decode(errors="replace"), None)
+        if snapshot is not None:
+            self.core.restore(key.decode(), snapshot)
+            log.info("model state restored", extra={"model_id": key.decode()})
+
+    def _send(self, output: Output, source: ConsumerRecord) -> None:
+        assert self._producer is not None
+        headers = list(output.headers)
+        if output.topic == "dead_letter":
+            headers += [
+                ("source.partition", str(source.partition).encode()),
+                ("source.offset", str(source.offset).encode()),
+            ]
+        timestamp_ms = None if output.timestamp is None else int(output.timestamp * 1000)
+        future = self._producer.send(
+            self._output_topic[output.topic],
+            value=output.value,
+            key=output.key,
+            headers=headers,
+            timestamp_ms=timestamp_ms,
+        )
+        future.add_errback(self._failures.append)
+
+    def _flush(self) -> None:
+        assert self._producer is not None
+        self._producer.flush()
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{len(failures)} outputs not delivered: {failures[0]!r}")
+
+    # ---- checkpoints ---------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        cfg = self.settings.checkpoint
+        return self._since_checkpoint >= cfg.every_records or (
+            self._since_checkpoint > 0
+            and time.monotonic() - self._last_checkpoint >= cfg.every_seconds
+        )
+
+    def checkpoint(self) -> None:
+        """Snapshot the models touched since the last checkpoint, then commit offsets."""
+        assert self._consumer is not None and self._producer is not None
+        started = time.perf_counter()
+        known = set(self.core.models())
+        for key in self._touched:
+            model_id = key.decode(errors="replace")
+            if model_id in known:
+                self._producer.send(
+                    self.settings.topics.monitor_state,
+                    key=key,
+                    value=state.encode(self.core.snapshot(model_id)),
+                ).add_errback(self._failures.append)
+        self._flush()
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._next_offsets.items()
+        }
+        if offsets:
+            self._consumer.commit(offsets)
+        self._touched.clear()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        log.debug("checkpoint", extra={"offsets": len(offsets)})
+
+    def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are leaving: forget their models and uncommitted progress.
+
+        kafka-python runs this on its IO thread, where a blocking commit is not allowed,
+        so nothing is committed here: the next owner restores the last snapshot and
+        replays from the offsets committed with it. The replay repeats some outputs
+        (at least once); retrain requests keep their ids, so they are not asked twice.
+        """
+        for key, tp in list(self._partition_of.items()):
+            if tp in revoked:
+                self.core.forget(key.decode(errors="replace"))
+                del self._partition_of[key]
+                self._touched.discard(key)
+        for tp in revoked:
+            self._next_offsets.pop(tp, None)
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """New partitions may bring models whose state another instance wrote: reload
+        the state topic before the next record (not here, on the IO thread)."""
+        self._reload_state = True
+        log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
+
+    def _report_lag(self) -> None:
+        assert self._consumer is not None
+        lag: dict[str, int] = dict.fromkeys(self._input, 0)
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag[tp.topic] += max(0, highwater - self._consumer.position(tp))
+        for topic, n in lag.items():
+            self.metrics.lag.labels(topic).set(n)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    def __init__(self, service: MonitorService) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.service.on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service.on_assigned(set(assigned))

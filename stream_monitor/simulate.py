@@ -1,0 +1,65 @@
+"""A simulated serving app: predictions and late labels, with an accuracy drop.
+
+Used by the demo, the integration tests and the throughput benchmark. Events follow
+the contracts in :mod:`stream_monitor.core.events`; labels follow their prediction
+``label_delay`` events later (in arrival order and in event time).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+SimTopic = Literal["predictions", "ground_truth"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    events: int = 20_000
+    model_id: str = "demo-model"
+    model_version: str = "1"
+    drift_at: int | None = 10_000
+    """Index of the first prediction after the drift (None: stationary)."""
+    accuracy_before: float = 0.92
+    accuracy_after: float = 0.70
+    label_delay: int = 200
+    features: int = 10
+    seconds_between: float = 0.1
+    start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    seed: int = 0
+    id_prefix: str = "p"
+
+
+def stream(s: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
+    """Yield ``(topic, key, value)`` in arrival order, every label after its prediction."""
+    rng = random.Random(s.seed)
+    waiting: deque[dict[str, Any]] = deque()
+    for i in range(s.events):
+        now_ms = s.start_ms + int(i * s.seconds_between * 1000)
+        features = {f"f{j}": round(rng.gauss(0.0, 1.0), 4) for j in range(s.features)}
+        predicted = "yes" if features["f0"] > 0 else "no"
+        drifted = s.drift_at is not None and i >= s.drift_at
+        accuracy = s.accuracy_after if drifted else s.accuracy_before
+        truth = predicted if rng.random() < accuracy else ("no" if predicted == "yes" else "yes")
+        prediction_id = f"{s.id_prefix}{i}"
+        yield (
+            "predictions",
+            s.model_id,
+            {
+                "prediction_id": prediction_id,
+                "model_id": s.model_id,
+                "model_version": s.model_version,
+                "timestamp": now_ms,
+                "features": features,
+                "prediction": predicted,
+            },
+        )
+        waiting.append({"prediction_id": prediction_id, "model_id": s.model_id, "label": truth})
+        if len(waiting) > s.label_delay:
+            yield "ground_truth", s.model_id, {**waiting.popleft(), "timestamp": now_ms}
+    end_ms = s.start_ms + int(s.events * s.seconds_between * 1000)
+    while waiting:
+        yield "ground_truth", s.model_id, {**waiting.popleft(), "timestamp": end_ms}

@@ -1,0 +1,152 @@
+"""Helpers for integration tests: unique topics, producing, reading, a running monitor."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from stream_monitor.config import MonitorSettings
+from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.topics import ensure_topics
+from stream_monitor.metrics import MonitorMetrics
+from stream_monitor.simulate import Scenario, stream
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_for(bootstrap: str, **overrides: Any) -> MonitorSettings:
+    """Settings with topics and group unique to one test, so tests never share data."""
+    tag = uuid.uuid4().hex[:8]
+    names = MonitorSettings().topics.model_dump()
+    base: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"monitor-{tag}", "partitions": 2},
+        "topics": {field: f"{name}-{tag}" for field, name in names.items()},
+        "metrics_port": 0,
+        "checkpoint": {"every_seconds": 1.0},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return MonitorSettings(**base)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
+    count = 0
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def create_topics(settings: MonitorSettings) -> None:
+    """Create the test's topics as the monitor would (else producing auto-creates them)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        ensure_topics(admin, settings.kafka, settings.topics)
+    finally:
+        admin.close()
+
+
+def produce_scenario(settings: MonitorSettings, scenario: Scenario) -> int:
+    """Write a simulated stream to the two input topics, in arrival order."""
+    create_topics(settings)
+    names = {
+        "predictions": settings.topics.predictions,
+        "ground_truth": settings.topics.ground_truth,
+    }
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=10)
+    count = 0
+    for topic, key, value in stream(scenario):
+        producer.send(names[topic], key=key.encode(), value=json.dumps(value).encode())
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its current end."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in read_all(bootstrap, topic)]
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    monitor: RunningMonitor | None = None,
+) -> None:
+    """Poll ``condition``; fail at once if ``monitor`` died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if monitor is not None and monitor.errors:
+            raise monitor.errors[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.25)
+
+
+@dataclass
+class RunningMonitor:
+    service: MonitorService
+    errors: list[BaseException] = field(default_factory=list)
+
+
+@contextmanager
+def running_monitor(
+    settings: MonitorSettings, metrics: MonitorMetrics | None = None
+) -> Iterator[RunningMonitor]:
+    """The real service in a background thread; stopped (SIGTERM path) on exit."""
+    running = RunningMonitor(MonitorService(settings, metrics or MonitorMetrics()))
+
+    def target() -> None:
+        try:
+            running.service.run()
+        except BaseException as exc:  # surfaced by wait_until and on exit
+            running.errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield running
+    finally:
+        running.service.stop.set()
+        thread.join(timeout=60)
+    if running.errors:
+        raise running.errors[0]
+    assert not thread.is_alive(), "monitor did not stop within 60 s"

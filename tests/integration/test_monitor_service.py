@@ -1,0 +1,141 @@
+"""The monitor service against a real broker: drift in, one retrain request out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from prometheus_client import start_http_server
+
+from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.topics import StartupError
+from stream_monitor.metrics import MonitorMetrics
+from stream_monitor.simulate import Scenario
+from tests.integration.helpers import (
+    create_topics,
+    free_port,
+    produce,
+    produce_scenario,
+    read_all,
+    running_monitor,
+    settings_for,
+    values,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+DROP = Scenario(events=6000, drift_at=3000, accuracy_before=0.92, accuracy_after=0.65)
+
+
+def test_accuracy_drop_gives_exactly_one_retrain_request_with_evidence(bootstrap: str) -> None:
+    settings = settings_for(bootstrap)
+    produce_scenario(settings, DROP)
+    with running_monitor(settings) as monitor:
+        wait_until(
+            lambda: len(read_all(bootstrap, settings.topics.labelled_examples)) == DROP.events,
+            timeout=120,
+            what="every prediction joined and published as a labelled example",
+            monitor=monitor,
+        )
+    requests_ = values(bootstrap, settings.topics.retrain_requests)
+    assert len(requests_) == 1
+    request = requests_[0]
+    assert request["type"] == "stream_monitor.retrain.requested"
+    data = request["data"]
+    assert (data["model_id"], data["model_version"], data["episode"]) == ("demo-model", "1", 1)
+    evidence = data["evidence"]
+    assert evidence["metric"] == "accuracy"
+    assert evidence["before"] > 0.88
+    assert evidence["before"] - evidence["after"] >= 0.02  # the default minimum drop
+    # Caught after the drop at observation 3000, within a few hundred labels.
+    assert 3000 < evidence["observations"] < 3600
+    signals = values(bootstrap, settings.topics.drift_events)
+    assert any(s["data"]["action"] == "retrain" for s in signals)
+    assert all(s["data"]["evidence"]["observations"] > 3000 for s in signals)
+
+
+def test_bad_records_go_to_dead_letter_and_processing_continues(bootstrap: str) -> None:
+    settings = settings_for(bootstrap)
+    port = free_port()
+    metrics = MonitorMetrics()
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    good = Scenario(events=300, drift_at=None, label_delay=10)
+    bad = [
+        (b"demo-model", b"{not json"),
+        (b"demo-model", json.dumps({"prediction_id": "x", "model_id": "demo-model"}).encode()),
+        (b"other-key", json.dumps(_prediction("k1", "demo-model")).encode()),
+        (None, json.dumps(_prediction("k2", "demo-model")).encode()),
+    ]
+    try:
+        create_topics(settings)
+        produce(bootstrap, settings.topics.predictions, bad)
+        produce_scenario(settings, good)
+        with running_monitor(settings, metrics) as monitor:
+            wait_until(
+                lambda: len(read_all(bootstrap, settings.topics.labelled_examples)) == 300,
+                timeout=120,
+                what="the good records processed after the bad ones",
+                monitor=monitor,
+            )
+            wait_until(
+                lambda: "stream_monitor_joined_total 300.0" in _scrape(port),
+                timeout=30,
+                what="metrics to show the joins",
+            )
+            page = _scrape(port)
+    finally:
+        server.shutdown()
+
+    dead = read_all(bootstrap, settings.topics.dead_letter)
+    assert sorted(r.value for r in dead) == sorted(v for _, v in bad)
+    reasons = sorted(dict(r.headers)["error.reason"].decode() for r in dead)
+    assert reasons == ["invalid_json", "key_mismatch", "key_mismatch", "schema"]
+    assert all(dict(r.headers)["source.topic"] == b"predictions" for r in dead)
+    assert all("error.detail" in dict(r.headers) for r in dead)
+
+    topic = settings.topics.predictions
+    assert f'stream_monitor_records_consumed_total{{topic="{topic}"}} 304.0' in page
+    assert (
+        'stream_monitor_invalid_records_total{reason="invalid_json",topic="predictions"} 1.0'
+        in (page)
+    )
+    assert (
+        'stream_monitor_invalid_records_total{reason="key_mismatch",topic="predictions"} 2.0'
+        in (page)
+    )
+    assert 'stream_monitor_model_accuracy_ratio{model_id="demo-model",model_version="1"}' in page
+    assert "stream_monitor_batch_processing_seconds_count" in page
+    assert 'stream_monitor_consumer_lag_records{topic="' in page
+
+
+def test_refuses_to_start_when_inputs_are_not_co_partitioned(bootstrap: str) -> None:
+    settings = settings_for(bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(settings.topics.predictions, num_partitions=2, replication_factor=1),
+            NewTopic(settings.topics.ground_truth, num_partitions=3, replication_factor=1),
+        ]
+    )
+    admin.close()
+    with pytest.raises(StartupError, match="co-partitioned"):
+        MonitorService(settings, MonitorMetrics()).run()
+
+
+def _prediction(prediction_id: str, model_id: str) -> dict[str, object]:
+    return {
+        "prediction_id": prediction_id,
+        "model_id": model_id,
+        "model_version": "1",
+        "timestamp": 1_767_225_600_000,
+        "features": {"f0": 1.0},
+        "prediction": "yes",
+    }
+
+
+def _scrape(port: int) -> str:
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
