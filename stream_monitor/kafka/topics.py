@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from kafka import KafkaAdminClient
@@ -59,10 +60,9 @@ def ensure_topics(
         # Match an existing input topic so co-partitioning holds for the new one.
         partitions = next(iter(present.values()), kafka.partitions)
         new = [_new_topic(n, partitions, compacted=n == topics.monitor_state) for n in missing]
-        try:
+        # Another instance may have created one between our check and now.
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another instance created it between our check and now
         log.info("created topics", extra={"topics": missing, "partitions": partitions})
         counts.update(partition_counts(admin, missing))
     return counts
