@@ -85,6 +85,10 @@ class LabelJoin:
     def pending(self, kind: PendingKind) -> int:
         return len(self._predictions if kind == "prediction" else self._labels)
 
+    @property
+    def has_dropped(self) -> bool:
+        return bool(self._dropped)
+
     def take_dropped(self) -> Counter[tuple[PendingKind, DropReason]]:
         """Drops counted since the last call, by (kind, reason)."""
         dropped, self._dropped = self._dropped, Counter()

@@ -120,7 +120,8 @@ class MonitorCore:
                 joined = model.join.add_label(label)
         except InvalidRecordError as exc:
             return [self._dead_letter(topic, key, value, exc)]
-        self._dropped.update(model.join.take_dropped())
+        if model.join.has_dropped:
+            self._dropped.update(model.join.take_dropped())
         if joined is None:
             return []
         try:
@@ -129,7 +130,8 @@ class MonitorCore:
             # The pair cannot be scored (e.g. a text label for a regression model):
             # the label goes to dead-letter, the prediction is kept out of the detectors.
             return [self._dead_letter(topic, key, value, exc)]
-        self._outputs.update(o.topic for o in outputs)
+        for output in outputs:
+            self._outputs[output.topic] += 1
         return outputs
 
     def _model(self, model_id: str) -> ModelState:
@@ -237,22 +239,25 @@ class MonitorCore:
 
 def _labelled_example(joined: Joined, task: Task) -> Output:
     p, y = joined.prediction, joined.label
+    label_time = iso(y.timestamp)
     data: dict[str, Any] = {
         "prediction_id": p.prediction_id,
         "model_id": p.model_id,
         "model_version": p.model_version,
         "task": task,
         "prediction_time": iso(p.timestamp),
-        "label_time": iso(y.timestamp),
+        "label_time": label_time,
         "features": p.features,
         "prediction": p.prediction,
         "scores": p.scores,
         "label": y.label,
     }
+    # prediction_id is unique per model, so this id is unique and deterministic; a
+    # uuid5 would cost more than the rest of the event on this hot path.
     body = envelope(
         "stream_monitor.labelled_example",
-        deterministic_id("labelled", p.model_id, p.prediction_id),
-        y.timestamp,
+        f"labelled/{p.model_id}/{p.prediction_id}",
+        label_time,
         p.model_id,
         data,
     )

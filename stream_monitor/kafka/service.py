@@ -3,6 +3,8 @@
 The loop, at least once::
 
     poll a batch -> core.process each record -> produce outputs -> flush
+    (labelled examples are packed into CloudEvents batch records, one or a few per model
+    and poll: producing one Kafka record per example would halve throughput)
     -> (every N records or T seconds) snapshot touched models to monitor-state
     -> commit offsets
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import defaultdict
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -24,7 +27,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.core.events import Output
+from stream_monitor.core.events import Output, batched
 from stream_monitor.core.monitor import InputTopic, MonitorCore
 from stream_monitor.kafka import state
 from stream_monitor.kafka.topics import STATE_MAX_MESSAGE_BYTES, ensure_topics
@@ -123,15 +126,22 @@ class MonitorService:
             self._report_lag()
             return
         started = time.perf_counter()
+        examples: dict[bytes | None, list[Output]] = defaultdict(list)
         for tp, records in batch.items():
             topic = self._input[tp.topic]
             for record in records:
                 self._prepare_model(record.key, tp)
                 for output in self.core.process(topic, record.key, record.value):
-                    self._send(output, record)
+                    if output.topic == "labelled_examples":
+                        examples[output.key].append(output)
+                    else:
+                        self._send(output, record)
             self._next_offsets[tp] = records[-1].offset + 1
             self._since_checkpoint += len(records)
             self.metrics.consumed.labels(tp.topic).inc(len(records))
+        for per_model in examples.values():
+            for record in batched(per_model):
+                self._send(record)
         self._flush()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.core.stats = self.core.stats()
@@ -150,10 +160,10 @@ class MonitorService:
             self.core.restore(key.decode(), snapshot)
             log.info("model state restored", extra={"model_id": key.decode()})
 
-    def _send(self, output: Output, source: ConsumerRecord) -> None:
+    def _send(self, output: Output, source: ConsumerRecord | None = None) -> None:
         assert self._producer is not None
         headers = list(output.headers)
-        if output.topic == "dead_letter":
+        if source is not None and output.topic == "dead_letter":
             headers += [
                 ("source.partition", str(source.partition).encode()),
                 ("source.offset", str(source.offset).encode()),

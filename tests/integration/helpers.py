@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
+from stream_monitor.core.events import unbatch
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
@@ -102,7 +103,8 @@ def read_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
 
 
 def values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [json.loads(r.value) for r in read_all(bootstrap, topic)]
+    """Every event on ``topic``, with CloudEvents batch records unpacked."""
+    return [event for r in read_all(bootstrap, topic) for event in unbatch(r.value)]
 
 
 def wait_until(

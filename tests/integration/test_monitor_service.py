@@ -36,7 +36,7 @@ def test_accuracy_drop_gives_exactly_one_retrain_request_with_evidence(bootstrap
     produce_scenario(settings, DROP)
     with running_monitor(settings) as monitor:
         wait_until(
-            lambda: len(read_all(bootstrap, settings.topics.labelled_examples)) == DROP.events,
+            lambda: len(values(bootstrap, settings.topics.labelled_examples)) == DROP.events,
             timeout=120,
             what="every prediction joined and published as a labelled example",
             monitor=monitor,
@@ -76,7 +76,7 @@ def test_bad_records_go_to_dead_letter_and_processing_continues(bootstrap: str) 
         produce_scenario(settings, good)
         with running_monitor(settings, metrics) as monitor:
             wait_until(
-                lambda: len(read_all(bootstrap, settings.topics.labelled_examples)) == 300,
+                lambda: len(values(bootstrap, settings.topics.labelled_examples)) == 300,
                 timeout=120,
                 what="the good records processed after the bad ones",
                 monitor=monitor,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import yaml
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.simulate import Scenario
-from tests.integration.helpers import produce_scenario, read_all, settings_for, values, wait_until
+from tests.integration.helpers import produce_scenario, settings_for, values, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +28,8 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _labelled_ids(settings: MonitorSettings) -> list[str]:
-    return [
-        json.loads(r.value)["data"]["prediction_id"]
-        for r in read_all(settings.kafka.bootstrap_servers, settings.topics.labelled_examples)
-    ]
+    examples = values(settings.kafka.bootstrap_servers, settings.topics.labelled_examples)
+    return [e["data"]["prediction_id"] for e in examples]
 
 
 def test_sigterm_then_restart_resumes_from_committed_offsets(

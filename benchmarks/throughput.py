@@ -1,0 +1,154 @@
+"""Throughput through a real broker: the monitor against a bare consume-and-parse loop.
+
+Produces N predictions and N labels (10 numeric features each) to fresh topics, then
+in the same run, alternately:
+
+* baseline: a kafka-python consumer that reads both topics and ``json.loads`` each value;
+* monitor: the real :class:`MonitorService` (join, detectors, policy, labelled examples
+  produced back to Kafka, checkpoints, commits).
+
+Prints events/s of each run, the medians, and the ratio monitor / baseline.
+
+    python benchmarks/throughput.py                    # starts the local broker itself
+    python benchmarks/throughput.py --bootstrap host:9092 --events 100000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import threading
+import time
+import uuid
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from stream_monitor.config import MonitorSettings
+from stream_monitor.devbroker.broker import BrokerSettings, start
+from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.topics import ensure_topics
+from stream_monitor.metrics import MonitorMetrics
+from stream_monitor.simulate import Scenario, stream
+
+
+def make_settings(bootstrap: str, tag: str) -> MonitorSettings:
+    names = MonitorSettings().topics.model_dump()
+    return MonitorSettings(
+        kafka={"bootstrap_servers": bootstrap, "group_id": f"bench-{tag}", "partitions": 1},
+        topics={field: f"bench-{name}-{tag}" for field, name in names.items()},
+        metrics_port=0,
+    )
+
+
+def produce(settings: MonitorSettings, predictions: int) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    ensure_topics(admin, settings.kafka, settings.topics)
+    admin.close()
+    names = {"predictions": settings.topics.predictions, "ground_truth": settings.topics.ground_truth}
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=50, batch_size=512 * 1024
+    )
+    count = 0
+    scenario = Scenario(events=predictions, drift_at=predictions // 2, features=10)
+    for topic, key, value in stream(scenario):
+        producer.send(names[topic], key=key.encode(), value=json.dumps(value).encode())
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def bare_loop(settings: MonitorSettings, total: int) -> float:
+    """Events/s of a consumer that only reads and parses."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        max_poll_records=settings.kafka.max_poll_records,
+    )
+    topics = [settings.topics.predictions, settings.topics.ground_truth]
+    partitions = [
+        TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    seen = 0
+    parsed: Any = None
+    started = None
+    while seen < total:
+        for records in consumer.poll(timeout_ms=1000).values():
+            if started is None:
+                started = time.perf_counter()
+            for record in records:
+                parsed = json.loads(record.value)
+            seen += len(records)
+    assert started is not None and parsed is not None
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return total / elapsed
+
+
+def monitor(settings: MonitorSettings, total: int, tag: str) -> float:
+    """Events/s of the real monitor service, first record to last."""
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"group_id": f"bench-{tag}"})}
+    )
+    metrics = MonitorMetrics()
+    service = MonitorService(settings, metrics)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    counter = metrics.registry
+
+    def consumed() -> float:
+        return sum(
+            counter.get_sample_value(
+                "stream_monitor_records_consumed_total", {"topic": topic}
+            )
+            or 0.0
+            for topic in (settings.topics.predictions, settings.topics.ground_truth)
+        )
+
+    while consumed() == 0:
+        time.sleep(0.005)
+    started = time.perf_counter()
+    while consumed() < total:
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    service.stop.set()
+    thread.join()
+    return total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", help="existing broker (default: start the local one)")
+    parser.add_argument("--port", type=int, default=39092, help="local broker port")
+    parser.add_argument("--events", type=int, default=50_000, help="predictions (and labels)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    bootstrap = args.bootstrap or start(BrokerSettings(port=args.port)).bootstrap_servers
+    tag = uuid.uuid4().hex[:8]
+    settings = make_settings(bootstrap, tag)
+    total = produce(settings, args.events)
+    print(f"{total} events ({args.events} predictions + labels, 10 features) on {bootstrap}")
+
+    bare, full = [], []
+    for round_ in range(args.rounds):
+        bare.append(bare_loop(settings, total))
+        full.append(monitor(settings, total, f"{tag}-{round_}"))
+        print(f"round {round_ + 1}: bare loop {bare[-1]:,.0f} ev/s, monitor {full[-1]:,.0f} ev/s")
+    b, m = statistics.median(bare), statistics.median(full)
+    print()
+    print("| run | events/s (median of %d) |" % args.rounds)
+    print("|---|---|")
+    print(f"| bare kafka-python consume + json.loads | {b:,.0f} |")
+    print(f"| stream-monitor (join, detectors, outputs, checkpoints) | {m:,.0f} |")
+    print(f"| ratio monitor / bare | {m / b:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

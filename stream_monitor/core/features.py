@@ -1,0 +1,860 @@
+r"""Feature and prediction drift: the label-free early warning.
+
+Per (model, version), a :class:`FeatureDriftTracker` keeps a reference (the first
+``reference_size`` events of the version) and a sliding window of the last
+``window_size`` events, and every ``test_every`` events tests the window of each
+monitored column against the reference. Columns are the input features, the
+prediction (``"__prediction__"``) and each class score (``"__score__:<class>"``).
+
+Tests (the statistics are in :mod:`stream_monitor.core.distribution`):
+
+* numeric column: Kolmogorov-Smirnov (``ks``) and Pearson's chi-square on 10
+  reference-quantile bins (``chi2``, with the PSI of those bins reported), plus river's
+  ADWIN (``adwin``) on the standardised mean of each block of ``test_every`` values,
+  which catches small mean shifts that a window of a few hundred values cannot;
+* categorical column (text values; the predicted class): chi-square on category
+  counts (``chi2``) and the count of categories never seen in the reference
+  (``unseen``, its own signal);
+* any column but the prediction: the missing-value count (``missing``, its own signal).
+
+**Thresholds from a false-alarm budget.** The user states the tolerated expected run
+time (ERT): the mean number of events between false alarms on a stationary stream, all
+columns together. With $T$ tests per round, each runs at level
+$\alpha = test\_every / (ERT \cdot T)$ (Bonferroni across tests and rounds, see
+:func:`~stream_monitor.core.distribution.bonferroni_alpha`). By linearity of
+expectation this bounds the false alarms per event by $1/ERT$ under any dependence
+between columns and between overlapping windows, so no simulation is needed and
+calibration takes milliseconds when the reference completes. Holm would add nothing
+before the first rejection, which is all a false alarm is; Benjamini-Hochberg controls
+the share of false discoveries among discoveries, not the alarm rate of a stationary
+stream; simulation from the reference (as alibi-detect does) would be tighter but
+needs on the order of ERT / test_every simulated rounds per version. The bound is
+conservative: overlapping windows make rejections come in clusters that raise one
+alarm (below), so the measured run time is longer than the ERT asked for. ADWIN's
+``delta`` is set to the same $\alpha$; its own bound holds per check and is loose (on
+standard normal input, measured about 1000x below ``delta``).
+
+**One change, one episode.** Each column has a drift state per kind (distribution,
+missing, unseen). A test that rejects while its kind is ``ok`` raises one
+:class:`FeatureSignal` and moves the kind to ``drifted``; further rejections are
+silent. The kind re-arms when all its tests accept again at ``recovery_p_value``
+(KS, chi-square and the rate tests; for ADWIN, its window mean is back within that
+level of the reference mean), or on :meth:`FeatureDriftTracker.reset`. The gap between
+the tiny test level and the recovery level is a hysteresis: a drift that persists
+keeps one episode, a real return re-arms. An ADWIN detection that moves the mean back
+towards the reference is not a signal.
+
+>>> import random
+>>> rng = random.Random(3)
+>>> tracker = FeatureDriftTracker(FeatureDriftSettings(), task="classification")
+>>> signals = []
+>>> for i in range(4000):
+...     shift = 0.0 if i < 2500 else 1.0
+...     features = {"x": rng.gauss(shift, 1.0), "y": rng.gauss(0.0, 1.0)}
+...     signals += tracker.update(features, prediction=int(features["y"] > 0))
+>>> [(s.feature, s.kind, s.test) for s in signals]
+[('x', 'numeric', 'ks')]
+>>> 2500 < signals[0].observations <= 2700
+True
+>>> tracker.feature_stats()["x"].drifted, tracker.feature_stats()["y"].drifted
+(('numeric',), ())
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import methodcaller
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from river import drift
+
+from stream_monitor.core import distribution as dist
+
+PREDICTION = "__prediction__"
+SCORE_PREFIX = "__score__:"
+# Chi-square cells and the distribution tests need this many expected values.
+MIN_EXPECTED = 5
+
+Task = Literal["classification", "regression"]
+Kind = Literal["numeric", "categorical", "missing", "unseen", "prediction", "score"]
+TestName = Literal["ks", "chi2", "adwin", "missing", "unseen"]
+Role = Literal["input", "prediction", "score"]
+FeatureSeverity = Literal["warning", "drift", "critical"]
+FeatureValue = float | int | str | None
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(slots=True)
+class _Events:
+    """Events waiting for the reference to complete or for the next round, by field."""
+
+    features: list[Mapping[str, FeatureValue]] = field(default_factory=list)
+    predictions: list[object] = field(default_factory=list)
+    scores: list[Mapping[str, float] | None] = field(default_factory=list)
+
+
+class FeatureDriftSettings(BaseModel):
+    """Feature and prediction drift of one model (meant to nest as ``ModelSettings.features``).
+
+    Defaults were measured with ``benchmarks/detection.py`` and the stationary-stream
+    unit tests, not guessed: see the README.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference_size: int = Field(
+        1000, ge=100, description="First events of a version that form its reference."
+    )
+    window_size: int = Field(
+        500, ge=50, description="Recent events compared with the reference (<= reference_size)."
+    )
+    test_every: int = Field(
+        50, gt=0, description="Events between test rounds (<= window_size); signals come then."
+    )
+    expected_run_time: float = Field(
+        100_000.0,
+        gt=0,
+        description="Tolerated mean events between false alarms on a stationary stream, "
+        "all columns of the model together.",
+    )
+    max_features: int = Field(
+        50,
+        gt=0,
+        description="Cap on monitored columns (and metric labels): the prediction, then input "
+        "features by name, then class scores; the rest are counted, not tested.",
+    )
+    max_categories: int = Field(
+        20, gt=0, description="Most frequent reference categories kept apart; the rest pooled."
+    )
+    psi_bins: int = Field(10, ge=2, description="Reference-quantile bins of a numeric column.")
+    psi_epsilon: float = Field(1e-4, gt=0, lt=1, description="Floor of a bin share in PSI.")
+    adwin_delta: float | None = Field(
+        None, gt=0, lt=1, description="ADWIN's delta; None: the tests' level from the ERT."
+    )
+    recovery_p_value: float = Field(
+        0.05, gt=0, lt=1, description="A drifted column re-arms when its tests' p exceed this."
+    )
+    severity: Literal["warning", "drift"] = Field(
+        "warning", description="What feature or prediction drift alone counts as."
+    )
+    critical_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of monitored input features drifting at once "
+        "(at least two) that is critical.",
+    )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> FeatureDriftSettings:
+        if self.window_size > self.reference_size:
+            raise ValueError("window_size must not exceed reference_size")
+        if self.test_every > self.window_size:
+            raise ValueError("test_every must not exceed window_size")
+        if self.expected_run_time < 10 * self.test_every:
+            raise ValueError("expected_run_time must be at least 10 * test_every")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSignal:
+    """A column moved away from its reference: the first rejection of an episode.
+
+    ``score`` is compared with ``threshold``: the KS distance ``D``, the chi-square
+    statistic, the missing or unseen share of the window (threshold: the smallest share
+    that rejects upwards), or for ADWIN the mean shift in reference standard deviations
+    (threshold ``None``: ADWIN's cut depends on its window). ``psi`` is the column's
+    population stability index at that moment (``None`` for missing and unseen).
+    ``observations`` counts the events the tracker has seen.
+    """
+
+    feature: str
+    kind: Kind
+    test: TestName
+    score: float
+    threshold: float | None
+    p_value: float | None
+    psi: float | None
+    observations: int
+
+
+@dataclass(frozen=True, slots=True)
+class TestStats:
+    """One test's value at the last round, as in :class:`FeatureSignal`."""
+
+    score: float
+    threshold: float | None
+    p_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureStats:
+    """A monitored column at the last round, for metrics."""
+
+    kind: Literal["numeric", "categorical"]
+    drifted: tuple[Kind, ...]
+    tests: dict[TestName, TestStats]
+    psi: float
+    missing_rate: float
+    reference_missing_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    name: str
+    role: Role
+    key: str | None
+
+    def values(self, events: _Events) -> list[object]:
+        if self.role == "input":
+            return list(map(methodcaller("get", self.key), events.features))
+        if self.role == "prediction":
+            return list(events.predictions)
+        return [s.get(self.key) if s else None for s in events.scores]  # type: ignore[arg-type]
+
+    def kind(self, value_kind: Literal["numeric", "categorical"]) -> Kind:
+        return value_kind if self.role == "input" else self.role
+
+
+def _floats(columns: Sequence[_Column], events: _Events) -> dist.FloatArray:
+    """Values as a (columns, events) float array; missing and non-numbers are NaN."""
+    rows = [c.values(events) for c in columns]
+    try:
+        return np.array(rows, dtype=np.float64)  # None becomes NaN
+    except (TypeError, ValueError):
+        # Text in a numeric column cannot be compared with its reference: missing.
+        clean = [[v if isinstance(v, int | float) else None for v in row] for row in rows]
+        return np.array(clean, dtype=np.float64)
+
+
+def _ring(position: int, length: int, size: int) -> dist.IntArray:
+    return (position + np.arange(length)) % size
+
+
+def _transition(state: BoolArray, hit: BoolArray, calm: BoolArray) -> list[int]:
+    """Move drift states on by one round; return the columns whose episode starts now."""
+    start = np.flatnonzero(~state & hit).tolist()
+    state[:] = np.where(state, ~calm, hit)
+    return start
+
+
+def _limits(
+    level: float, hits: dist.IntArray, window: int, size: int, side: dist.RateSide
+) -> tuple[dist.IntArray, dist.IntArray]:
+    pairs = [dist.rate_limits(level, window, int(h), size, side) for h in hits]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+class _NumericGroup:
+    """The numeric columns of one tracker, tested together on rank codes."""
+
+    def __init__(
+        self, columns: list[_Column], reference: dist.FloatArray, s: FeatureDriftSettings
+    ) -> None:
+        n, width, k = s.reference_size, s.window_size, len(columns)
+        self.columns = columns
+        self.size = n
+        self.block = s.test_every
+        self.sorted = [np.sort(row[~np.isnan(row)]) for row in reference]
+        self.valid_reference = np.array([len(r) for r in self.sorted], dtype=np.float64)
+        self.missing_reference = n - self.valid_reference.astype(np.int64)
+        # Too few reference values to fill every bin: only the missing rate is tested.
+        self.min_valid = MIN_EXPECTED * s.psi_bins
+        testable = self.valid_reference >= self.min_valid
+        self.cdf = np.zeros((k, 2 * n + 1))
+        self.bounds = np.zeros((k, s.psi_bins + 1), dtype=np.int64)
+        codes = np.empty(reference.shape, dtype=np.int64)
+        for j, ref in enumerate(self.sorted):
+            codes[j] = dist.rank_codes(ref, reference[j], n)
+            if testable[j]:
+                self.cdf[j] = dist.reference_cdf(ref, n)
+                self.bounds[j] = dist.quantile_bounds(ref, s.psi_bins)
+        self.offsets = (np.arange(k) * (2 * n + 2))[:, None]
+        self.reference_bins = dist.bin_counts(self._table(codes)[0], self.bounds)
+        self.dof = np.array([dist.chi2_dof(b) for b in self.bounds])
+        self.mean = np.array([r.mean() if len(r) else 0.0 for r in self.sorted])
+        self.std = np.array([r.std() if len(r) else 0.0 for r in self.sorted])
+        self.ks_on = testable
+        self.chi2_on = testable & (self.dof > 0)
+        self.adwin_on = testable & (self.std > 0)
+        self.missing_on = np.array([c.role != "prediction" for c in columns])
+        # The window starts as the reference's tail, so tests can run from the next round.
+        self.window = codes[:, n - width :].copy()
+        self.position = 0
+        self.adwins: list[drift.ADWIN | None] = [None] * k
+        self.fired = np.zeros(k, dtype=bool)
+        self.drifted = np.zeros(k, dtype=bool)
+        self.missing_drifted = np.zeros(k, dtype=bool)
+        self.last: dict[str, dist.FloatArray] = {}
+
+    def test_count(self) -> int:
+        return int(sum(a.sum() for a in (self.ks_on, self.chi2_on, self.adwin_on, self.missing_on)))
+
+    def calibrate(self, alpha: float, reference: dist.FloatArray, s: FeatureDriftSettings) -> None:
+        recovery, width = s.recovery_p_value, s.window_size
+        self.ks_critical = dist.ks_scaled_critical(alpha)
+        self.ks_recovery = dist.ks_scaled_critical(recovery)
+        self.chi2_critical = dist.chi2_critical(alpha, self.dof)
+        self.chi2_recovery = dist.chi2_critical(recovery, self.dof)
+        self.z_recovery = dist.normal_two_sided_critical(recovery)
+        self.missing_low, self.missing_high = _limits(
+            alpha, self.missing_reference, width, self.size, "two-sided"
+        )
+        self.calm_low, self.calm_high = _limits(
+            recovery, self.missing_reference, width, self.size, "two-sided"
+        )
+        delta = s.adwin_delta if s.adwin_delta is not None else alpha
+        self.adwins = [drift.ADWIN(delta=delta, clock=1) if on else None for on in self.adwin_on]
+        # ADWIN starts with the reference in its window, so it can cut right after it.
+        for start in range(0, self.size, self.block):
+            self._feed_adwin(reference[:, start : start + self.block])
+        self.fired[:] = False
+
+    def insert(self, values: dist.FloatArray) -> None:
+        codes = np.empty(values.shape, dtype=np.int64)
+        for j, ref in enumerate(self.sorted):
+            codes[j] = dist.rank_codes(ref, values[j], self.size)
+        where = _ring(self.position, values.shape[1], self.window.shape[1])
+        self.window[:, where] = codes
+        self.position = int(where[-1] + 1) % self.window.shape[1]
+        self._feed_adwin(values)
+
+    def _feed_adwin(self, values: dist.FloatArray) -> None:
+        valid = ~np.isnan(values)
+        count = valid.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(valid, values, 0.0).sum(axis=1) / count
+            # A block mean in units of its own standard error: about N(0, 1) on any
+            # feature, the scale ADWIN's bound is written for.
+            z = (mean - self.mean) / self.std * np.sqrt(count)
+        for j, detector in enumerate(self.adwins):
+            if detector is not None and count[j] > 0:
+                detector.update(float(z[j]))
+                self.fired[j] |= detector.drift_detected
+
+    def _table(self, codes: dist.IntArray) -> tuple[dist.FloatArray, dist.FloatArray]:
+        """Cumulative counts of value codes, and missing counts, per column."""
+        width = 2 * self.size + 2
+        counts = np.bincount((codes + self.offsets).ravel(), minlength=self.offsets.size * width)
+        table = counts.reshape(len(self.columns), width).astype(np.float64)
+        return np.cumsum(table[:, :-1], axis=1), table[:, -1]
+
+    def round(self, observations: int, s: FeatureDriftSettings) -> list[FeatureSignal]:
+        cumulative, missing = self._table(self.window)
+        valid = cumulative[:, -1]
+        d = dist.ks_from_cumulative(cumulative, self.cdf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.nan_to_num(
+                np.sqrt(self.valid_reference * valid / (self.valid_reference + valid))
+            )
+        bins = dist.bin_counts(cumulative, self.bounds)
+        testable = valid >= self.min_valid
+        ks = np.where(self.ks_on & testable, d, 0.0)
+        chi2 = np.where(
+            self.chi2_on & testable, dist.chi2_homogeneity(self.reference_bins, bins), 0.0
+        )
+        shift = np.zeros(len(self.columns))
+        away = np.zeros(len(self.columns), dtype=bool)
+        block_valid = self.block * valid / self.window.shape[1]
+        for j, detector in enumerate(self.adwins):
+            if detector is not None:
+                # ADWIN's mean is in block standard errors; in reference stds it is:
+                shift[j] = detector.estimation / math.sqrt(max(block_valid[j], 1.0))
+                away[j] = abs(detector.estimation) * math.sqrt(detector.width) > self.z_recovery
+        self.last = {
+            "ks": ks,
+            "scale": scale,
+            "valid": valid,
+            "chi2": chi2,
+            "adwin": shift,
+            "missing": missing,
+            "psi": dist.psi(self.reference_bins, bins, s.psi_epsilon),
+        }
+        hits = {
+            "ks": ks * scale > self.ks_critical,
+            "chi2": chi2 > self.chi2_critical,
+            "adwin": self.fired & away,
+        }
+        self.fired[:] = False
+        calm = (ks * scale <= self.ks_recovery) & (chi2 <= self.chi2_recovery) & ~away
+        hit = hits["ks"] | hits["chi2"] | hits["adwin"]
+        missing_hit = self.missing_on & (
+            (missing <= self.missing_low) | (missing >= self.missing_high)
+        )
+        missing_calm = (missing > self.calm_low) & (missing < self.calm_high)
+
+        signals = []
+        for j in _transition(self.drifted, hit, calm):
+            stats = self.test_stats(j)
+            fired = [t for t in _DISTRIBUTION_TESTS if hits[t][j]]
+            # The most significant test names the episode; ADWIN has no p-value: last.
+            test = min(fired, key=lambda t: _p_or(stats[t], 2.0))
+            signals.append(
+                _signal(
+                    self.columns[j],
+                    self.columns[j].kind("numeric"),
+                    test,
+                    stats[test],
+                    float(self.last["psi"][j]),
+                    observations,
+                )
+            )
+        for j in _transition(self.missing_drifted, missing_hit, missing_calm):
+            signals.append(
+                _signal(
+                    self.columns[j],
+                    "missing",
+                    "missing",
+                    self.test_stats(j)["missing"],
+                    None,
+                    observations,
+                )
+            )
+        return signals
+
+    def test_stats(self, j: int) -> dict[TestName, TestStats]:
+        last, width = self.last, self.window.shape[1]
+        out: dict[TestName, TestStats] = {}
+        scale = float(last["scale"][j])
+        if self.ks_on[j]:
+            out["ks"] = TestStats(
+                float(last["ks"][j]),
+                self.ks_critical / scale if scale > 0 else math.inf,
+                float(dist.ks_p_value(last["ks"][j], self.valid_reference[j], last["valid"][j])),
+            )
+        if self.chi2_on[j]:
+            out["chi2"] = TestStats(
+                float(last["chi2"][j]),
+                float(self.chi2_critical[j]),
+                float(dist.chi2_p_value(last["chi2"][j], self.dof[j])),
+            )
+        if self.adwin_on[j]:
+            out["adwin"] = TestStats(float(last["adwin"][j]), None, None)
+        if self.missing_on[j]:
+            out["missing"] = _rate_stats(
+                int(last["missing"][j]),
+                width,
+                int(self.missing_reference[j]),
+                self.size,
+                int(self.missing_high[j]),
+                "two-sided",
+            )
+        return out
+
+    def feature_stats(self, j: int) -> FeatureStats:
+        drifted: tuple[Kind, ...] = (self.columns[j].kind("numeric"),) if self.drifted[j] else ()
+        if self.missing_drifted[j]:
+            drifted += ("missing",)
+        return FeatureStats(
+            "numeric",
+            drifted,
+            self.test_stats(j),
+            float(self.last["psi"][j]),
+            float(self.last["missing"][j]) / self.window.shape[1],
+            float(self.missing_reference[j]) / self.size,
+        )
+
+
+_DISTRIBUTION_TESTS: tuple[TestName, ...] = ("ks", "chi2", "adwin")
+
+
+def _p_or(stats: TestStats, default: float) -> float:
+    return stats.p_value if stats.p_value is not None else default
+
+
+def _signal(
+    column: _Column,
+    kind: Kind,
+    test: TestName,
+    stats: TestStats,
+    psi: float | None,
+    observations: int,
+) -> FeatureSignal:
+    return FeatureSignal(
+        column.name, kind, test, stats.score, stats.threshold, stats.p_value, psi, observations
+    )
+
+
+def _rate_stats(
+    hits: int, window: int, reference_hits: int, size: int, high: int, side: dist.RateSide
+) -> TestStats:
+    p = dist.rate_p_values(hits, window, reference_hits, size, side)
+    return TestStats(hits / window, high / window, float(p))
+
+
+def _category_codes(
+    counts: Counter[Hashable], keep: int, size: int, window: int
+) -> dict[Hashable, int]:
+    """Codes of the reference's categories: the ``keep`` most frequent, each expected at
+    least MIN_EXPECTED times in a window, get their own; the others share one pooled
+    code, itself merged into the smallest kept category when too rare."""
+    enough = math.ceil(MIN_EXPECTED * size / window)
+    kept = [c for c, count in counts.most_common(keep) if count >= enough]
+    codes: dict[Hashable, int] = {c: i for i, c in enumerate(kept)}
+    rest = sum(counts.values()) - sum(counts[c] for c in kept)
+    pooled = len(kept) if rest >= enough or not kept else len(kept) - 1
+    for category in counts:
+        codes.setdefault(category, pooled)
+    return codes
+
+
+class _CategoricalGroup:
+    """The categorical columns of one tracker, tested together on category codes."""
+
+    def __init__(
+        self, columns: list[_Column], reference: list[list[object]], s: FeatureDriftSettings
+    ) -> None:
+        n, width, k = s.reference_size, s.window_size, len(columns)
+        self.columns = columns
+        self.size = n
+        self.maps: list[dict[Hashable, int]] = []
+        singletons = []
+        for values in reference:
+            counts: Counter[Hashable] = Counter(v for v in values if v is not None)
+            self.maps.append(_category_codes(counts, s.max_categories, n, width))
+            singletons.append(dist.good_turing_unseen(list(counts.values())))
+        self.singletons = np.array(singletons, dtype=np.int64)
+        # Codes: categories 0 .. seen - 1, then "unseen", then "missing".
+        self.seen = max(max(m.values(), default=0) + 1 for m in self.maps)
+        self.offsets = (np.arange(k) * (self.seen + 2))[:, None]
+        codes = self._encode(reference)
+        table = self._table(codes)
+        self.reference_counts = table[:, : self.seen]
+        self.missing_reference = table[:, -1].astype(np.int64)
+        self.dof = np.maximum(np.count_nonzero(self.reference_counts, axis=1) - 1, 0)
+        self.chi2_on = self.dof > 0
+        self.missing_on = np.array([c.role != "prediction" for c in columns])
+        self.window = codes[:, n - width :].copy()
+        self.position = 0
+        self.drifted = np.zeros(k, dtype=bool)
+        self.unseen_drifted = np.zeros(k, dtype=bool)
+        self.missing_drifted = np.zeros(k, dtype=bool)
+        self.last: dict[str, dist.FloatArray] = {}
+
+    def test_count(self) -> int:
+        return int(self.chi2_on.sum() + len(self.columns) + self.missing_on.sum())
+
+    def calibrate(self, alpha: float, s: FeatureDriftSettings) -> None:
+        recovery, width, n = s.recovery_p_value, s.window_size, self.size
+        self.chi2_critical = dist.chi2_critical(alpha, self.dof)
+        self.chi2_recovery = dist.chi2_critical(recovery, self.dof)
+        self.unseen_high = _limits(alpha, self.singletons, width, n, "greater")[1]
+        self.unseen_calm = _limits(recovery, self.singletons, width, n, "greater")[1]
+        self.missing_low, self.missing_high = _limits(
+            alpha, self.missing_reference, width, n, "two-sided"
+        )
+        self.calm_low, self.calm_high = _limits(
+            recovery, self.missing_reference, width, n, "two-sided"
+        )
+
+    def _encode(self, columns: Sequence[Sequence[object]]) -> dist.IntArray:
+        unseen, missing = self.seen, self.seen + 1
+        return np.array(
+            [
+                [missing if v is None else codes.get(v, unseen) for v in values]
+                for codes, values in zip(self.maps, columns, strict=True)
+            ],
+            dtype=np.int64,
+        )
+
+    def _table(self, codes: dist.IntArray) -> dist.IntArray:
+        width = self.seen + 2
+        counts = np.bincount((codes + self.offsets).ravel(), minlength=self.offsets.size * width)
+        table: dist.IntArray = counts.reshape(len(self.columns), width)
+        return table
+
+    def insert(self, columns: Sequence[Sequence[object]]) -> None:
+        where = _ring(self.position, len(columns[0]), self.window.shape[1])
+        self.window[:, where] = self._encode(columns)
+        self.position = int(where[-1] + 1) % self.window.shape[1]
+
+    def round(self, observations: int, s: FeatureDriftSettings) -> list[FeatureSignal]:
+        table = self._table(self.window)
+        seen, unseen, missing = table[:, : self.seen], table[:, -2], table[:, -1]
+        testable = self.chi2_on & (seen.sum(axis=1) >= MIN_EXPECTED * (self.dof + 1))
+        chi2 = np.where(testable, dist.chi2_homogeneity(self.reference_counts, seen), 0.0)
+        self.last = {
+            "chi2": chi2,
+            "unseen": unseen.astype(np.float64),
+            "missing": missing.astype(np.float64),
+            "psi": dist.psi(self.reference_counts, seen, s.psi_epsilon),
+        }
+        signals = []
+        for j in _transition(self.drifted, chi2 > self.chi2_critical, chi2 <= self.chi2_recovery):
+            column = self.columns[j]
+            stats = self.test_stats(j)["chi2"]
+            signals.append(
+                _signal(
+                    column,
+                    column.kind("categorical"),
+                    "chi2",
+                    stats,
+                    float(self.last["psi"][j]),
+                    observations,
+                )
+            )
+        for j in _transition(
+            self.unseen_drifted, unseen >= self.unseen_high, unseen < self.unseen_calm
+        ):
+            signals.append(
+                _signal(
+                    self.columns[j],
+                    "unseen",
+                    "unseen",
+                    self.test_stats(j)["unseen"],
+                    None,
+                    observations,
+                )
+            )
+        missing_hit = self.missing_on & (
+            (missing <= self.missing_low) | (missing >= self.missing_high)
+        )
+        missing_calm = (missing > self.calm_low) & (missing < self.calm_high)
+        for j in _transition(self.missing_drifted, missing_hit, missing_calm):
+            signals.append(
+                _signal(
+                    self.columns[j],
+                    "missing",
+                    "missing",
+                    self.test_stats(j)["missing"],
+                    None,
+                    observations,
+                )
+            )
+        return signals
+
+    def test_stats(self, j: int) -> dict[TestName, TestStats]:
+        last, width, n = self.last, self.window.shape[1], self.size
+        out: dict[TestName, TestStats] = {}
+        if self.chi2_on[j]:
+            out["chi2"] = TestStats(
+                float(last["chi2"][j]),
+                float(self.chi2_critical[j]),
+                float(dist.chi2_p_value(last["chi2"][j], self.dof[j])),
+            )
+        out["unseen"] = _rate_stats(
+            int(last["unseen"][j]),
+            width,
+            int(self.singletons[j]),
+            n,
+            int(self.unseen_high[j]),
+            "greater",
+        )
+        if self.missing_on[j]:
+            out["missing"] = _rate_stats(
+                int(last["missing"][j]),
+                width,
+                int(self.missing_reference[j]),
+                n,
+                int(self.missing_high[j]),
+                "two-sided",
+            )
+        return out
+
+    def feature_stats(self, j: int) -> FeatureStats:
+        column = self.columns[j]
+        drifted: tuple[Kind, ...] = ()
+        for state, kind in (
+            (self.drifted, column.kind("categorical")),
+            (self.unseen_drifted, "unseen"),
+            (self.missing_drifted, "missing"),
+        ):
+            if state[j]:
+                drifted += (kind,)
+        return FeatureStats(
+            "categorical",
+            drifted,
+            self.test_stats(j),
+            float(self.last["psi"][j]),
+            float(self.last["missing"][j]) / self.window.shape[1],
+            float(self.missing_reference[j]) / self.size,
+        )
+
+
+class FeatureDriftTracker:
+    """Feature and prediction drift of one (model, version); see the module docstring.
+
+    Feed every prediction of the version to :meth:`update`, in order. The first
+    ``reference_size`` events form the reference (kept in the tracker, in compact form:
+    sorted values and counts) and return no signal; then every ``test_every`` events
+    one test round runs and returns the episodes that start. Between rounds an update
+    only appends the event to a list, so the cost per event is a share of one
+    vectorised round.
+
+    Columns are fixed when the reference completes: the prediction, the input features
+    seen in the reference (by name) and the class scores, up to ``max_features``
+    (:attr:`unmonitored` counts the rest). A column is categorical if any of its
+    reference values is text (and the prediction of a classifier is), numeric
+    otherwise; text in a numeric column later counts as missing. Features that first
+    appear after the reference are not monitored until the next version's reference.
+
+    The tracker is plain Python and numpy, and pickles as a whole.
+
+    Parameters
+    ----------
+    settings
+        Sizes, the expected run time and the rest: :class:`FeatureDriftSettings`.
+    task
+        ``"classification"``: the prediction is a category; ``"regression"``: a number.
+    """
+
+    def __init__(self, settings: FeatureDriftSettings, task: Task) -> None:
+        self.settings = settings
+        self.task = task
+        self.observations = 0
+        self.unmonitored = 0
+        self.tests = 0
+        self.alpha = math.nan
+        self._pending = _Events()
+        self._numeric: _NumericGroup | None = None
+        self._categorical: _CategoricalGroup | None = None
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the reference is complete and tests run."""
+        return self._ready
+
+    def update(
+        self,
+        features: Mapping[str, FeatureValue],
+        prediction: object,
+        scores: Mapping[str, float] | None = None,
+    ) -> list[FeatureSignal]:
+        """Add one prediction event; return the drift episodes that start with it."""
+        self.observations += 1
+        pending = self._pending
+        pending.features.append(features)
+        pending.predictions.append(prediction)
+        pending.scores.append(scores)
+        if len(pending.features) < (
+            self.settings.test_every if self._ready else self.settings.reference_size
+        ):
+            return []
+        events, self._pending = pending, _Events()
+        if not self._ready:
+            self._build(events)
+            return []
+        signals: list[FeatureSignal] = []
+        if self._numeric is not None:
+            self._numeric.insert(_floats(self._numeric.columns, events))
+            signals += self._numeric.round(self.observations, self.settings)
+        if self._categorical is not None:
+            self._categorical.insert([c.values(events) for c in self._categorical.columns])
+            signals += self._categorical.round(self.observations, self.settings)
+        return signals
+
+    def _build(self, events: _Events) -> None:
+        names: set[str] = set().union(*events.features)
+        classes: set[str] = set().union(*(s for s in events.scores if s))
+        columns = [_Column(PREDICTION, "prediction", None)]
+        columns += [_Column(name, "input", name) for name in sorted(names)]
+        columns += [_Column(SCORE_PREFIX + c, "score", c) for c in sorted(classes)]
+        self.unmonitored = max(len(columns) - self.settings.max_features, 0)
+        columns = columns[: self.settings.max_features]
+
+        numeric, categorical, texts = [], [], []
+        for column in columns:
+            values = column.values(events)
+            if (column.role == "prediction" and self.task == "classification") or any(
+                isinstance(v, str) for v in values
+            ):
+                categorical.append(column)
+                texts.append(values)
+            else:
+                numeric.append(column)
+        s = self.settings
+        reference = _floats(numeric, events) if numeric else None
+        if reference is not None:
+            self._numeric = _NumericGroup(numeric, reference, s)
+        if categorical:
+            self._categorical = _CategoricalGroup(categorical, texts, s)
+        groups = [g for g in (self._numeric, self._categorical) if g is not None]
+        self.tests = sum(g.test_count() for g in groups)
+        self.alpha = dist.bonferroni_alpha(s.expected_run_time, s.test_every, self.tests)
+        if self._numeric is not None and reference is not None:
+            self._numeric.calibrate(self.alpha, reference, s)
+        if self._categorical is not None:
+            self._categorical.calibrate(self.alpha, s)
+        self._ready = True
+
+    def _columns(self) -> list[tuple[_NumericGroup | _CategoricalGroup, int]]:
+        out: list[tuple[_NumericGroup | _CategoricalGroup, int]] = []
+        for group in (self._numeric, self._categorical):
+            if group is not None:
+                out += [(group, j) for j in range(len(group.columns))]
+        return out
+
+    def feature_stats(self) -> dict[str, FeatureStats]:
+        """Each monitored column at the last round (empty until the first round)."""
+        return {g.columns[j].name: g.feature_stats(j) for g, j in self._columns() if g.last}
+
+    @property
+    def monitored_inputs(self) -> int:
+        """Input features under test (not the prediction nor scores)."""
+        return sum(g.columns[j].role == "input" for g, j in self._columns())
+
+    def drifted_features(self) -> list[str]:
+        """Input features now in a drift episode of any kind."""
+        return [
+            g.columns[j].name
+            for g, j in self._columns()
+            if g.columns[j].role == "input" and _any_drifted(g, j)
+        ]
+
+    def reset(self) -> None:
+        """End every episode: columns still drifting signal again at the next round."""
+        for group, j in self._columns():
+            for state in _states(group):
+                state[j] = False
+
+
+def _states(group: _NumericGroup | _CategoricalGroup) -> tuple[BoolArray, ...]:
+    if isinstance(group, _NumericGroup):
+        return group.drifted, group.missing_drifted
+    return group.drifted, group.unseen_drifted, group.missing_drifted
+
+
+def _any_drifted(group: _NumericGroup | _CategoricalGroup, j: int) -> bool:
+    return any(bool(state[j]) for state in _states(group))
+
+
+def drifting_share(
+    signals: Sequence[FeatureSignal], monitored: int, drifted: Collection[str] = ()
+) -> float:
+    """Share of the ``monitored`` input features that drift: named by a signal of this
+    update or already ``drifted`` (:meth:`FeatureDriftTracker.drifted_features`). The
+    prediction and class scores are not input features and do not count.
+
+    >>> s = FeatureSignal("x", "numeric", "ks", 0.3, 0.1, 1e-9, 0.4, 2000)
+    >>> drifting_share([s], monitored=4, drifted=["y"])
+    0.5
+    """
+    names = {s.feature for s in signals if not s.feature.startswith(_RESERVED)} | set(drifted)
+    return len(names) / monitored if monitored else 0.0
+
+
+def feature_severity(
+    settings: FeatureDriftSettings, share: float, drifting: int
+) -> FeatureSeverity:
+    """Proposed policy for feature and prediction signals (for ``policy.py``): critical
+    when at least two input features and at least ``critical_share`` of them drift at
+    once, else ``settings.severity`` (``warning`` by default).
+
+    >>> feature_severity(FeatureDriftSettings(), share=0.6, drifting=3)
+    'critical'
+    >>> feature_severity(FeatureDriftSettings(), share=1.0, drifting=1)
+    'warning'
+    """
+    if drifting >= 2 and share >= settings.critical_share:
+        return "critical"
+    return settings.severity
+
+
+_RESERVED = (PREDICTION, SCORE_PREFIX)
