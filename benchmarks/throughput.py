@@ -28,7 +28,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.devbroker.broker import BrokerSettings, start
-from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.service import FETCH_BYTES, MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
 from stream_monitor.simulate import Scenario, stream
@@ -67,6 +67,7 @@ def bare_loop(settings: MonitorSettings, total: int) -> float:
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
         max_poll_records=settings.kafka.max_poll_records,
+        max_partition_fetch_bytes=FETCH_BYTES,  # the monitor's consumer settings
     )
     topics = [settings.topics.predictions, settings.topics.ground_truth]
     partitions = [

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events", type=int, default=20_000, help="predictions to simulate")
     demo.add_argument("--port", type=int, default=9092, help="local broker port")
+    demo.add_argument(
+        "--bootstrap", help="use this running broker instead of starting the local one"
+    )
+    demo.add_argument(
+        "--rate", type=float, default=2000.0, help="predictions per second (0: no limit)"
+    )
     demo.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (0: off)")
     demo.add_argument("--keep-broker", action="store_true", help="leave the broker running")
 
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         metrics_port=args.metrics_port,
         keep_broker=args.keep_broker,
+        bootstrap=args.bootstrap,
+        rate=args.rate,
     )
 
 

@@ -109,7 +109,7 @@ class ModelSettings(_Strict):
 
 
 class CheckpointSettings(_Strict):
-    every_records: int = Field(10_000, gt=0)
+    every_records: int = Field(50_000, gt=0)
     every_seconds: float = Field(5.0, gt=0)
 
 

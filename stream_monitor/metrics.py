@@ -124,7 +124,7 @@ class MonitorMetrics:
         )
         self.batch_seconds = Histogram(
             f"{PREFIX}_batch_processing_seconds",
-            "Time to process one polled batch, from poll to flushed outputs.",
+            "Time to process one polled batch, from poll to outputs handed to the producer.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
@@ -141,6 +141,6 @@ class MonitorMetrics:
         )
         self.checkpoint_seconds = Histogram(
             f"{PREFIX}_checkpoint_seconds",
-            "Time to write snapshots and commit offsets.",
+            "Time to flush outputs, write snapshots and commit offsets.",
             registry=self.registry,
         )

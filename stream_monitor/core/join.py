@@ -10,12 +10,16 @@ from stream_monitor.core.events import GroundTruth, Prediction
 
 PendingKind = Literal["prediction", "label"]
 DropReason = Literal["ttl", "capacity", "duplicate"]
+_Table = OrderedDict[str, tuple[Prediction, bytes]] | OrderedDict[str, tuple[GroundTruth, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
     prediction: Prediction
     label: GroundTruth
+    prediction_raw: bytes
+    """The JSON the prediction was parsed from, passed on verbatim."""
+    label_raw: bytes
 
 
 class LabelJoin:
@@ -58,28 +62,32 @@ class LabelJoin:
         self.ttl_seconds = ttl_seconds
         self.watermark = float("-inf")
         self._dropped: Counter[tuple[PendingKind, DropReason]] = Counter()
-        self._predictions: OrderedDict[str, Prediction] = OrderedDict()
-        self._labels: OrderedDict[str, GroundTruth] = OrderedDict()
+        self._predictions: OrderedDict[str, tuple[Prediction, bytes]] = OrderedDict()
+        self._labels: OrderedDict[str, tuple[GroundTruth, bytes]] = OrderedDict()
 
-    def add_prediction(self, prediction: Prediction) -> Joined | None:
-        label = self._labels.pop(prediction.prediction_id, None)
+    def add_prediction(self, prediction: Prediction, raw: bytes | None = None) -> Joined | None:
+        """Add a prediction; ``raw`` is its JSON (serialised from it if not given)."""
+        raw = raw if raw is not None else prediction.model_dump_json().encode()
+        pending = self._labels.pop(prediction.prediction_id, None)
         self._advance(prediction.timestamp)
-        if label is not None:
-            return Joined(prediction, label)
+        if pending is not None:
+            return Joined(prediction, pending[0], raw, pending[1])
         if prediction.prediction_id in self._predictions:
             self._dropped["prediction", "duplicate"] += 1
             return None
-        self._admit(self._predictions, prediction.prediction_id, prediction, "prediction")
+        self._admit(self._predictions, prediction.prediction_id, (prediction, raw), "prediction")
         return None
 
-    def add_label(self, label: GroundTruth) -> Joined | None:
-        prediction = self._predictions.pop(label.prediction_id, None)
+    def add_label(self, label: GroundTruth, raw: bytes | None = None) -> Joined | None:
+        """Add a label; ``raw`` is its JSON (serialised from it if not given)."""
+        raw = raw if raw is not None else label.model_dump_json().encode()
+        pending = self._predictions.pop(label.prediction_id, None)
         self._advance(label.timestamp)
-        if prediction is not None:
-            return Joined(prediction, label)
+        if pending is not None:
+            return Joined(pending[0], label, pending[1], raw)
         # A repeated early label replaces the pending one: the latest label wins.
         self._labels.pop(label.prediction_id, None)
-        self._admit(self._labels, label.prediction_id, label, "label")
+        self._admit(self._labels, label.prediction_id, (label, raw), "label")
         return None
 
     def pending(self, kind: PendingKind) -> int:
@@ -96,12 +104,12 @@ class LabelJoin:
 
     def _admit(
         self,
-        table: OrderedDict[str, Prediction] | OrderedDict[str, GroundTruth],
+        table: _Table,
         key: str,
-        event: Prediction | GroundTruth,
+        entry: tuple[Prediction, bytes] | tuple[GroundTruth, bytes],
         kind: PendingKind,
     ) -> None:
-        table[key] = event  # type: ignore[assignment]  # kind matches table by construction
+        table[key] = entry  # type: ignore[assignment]  # kind matches table by construction
         while len(table) > self.max_pending:
             table.popitem(last=False)
             self._dropped[kind, "capacity"] += 1
@@ -116,12 +124,12 @@ class LabelJoin:
 
     def _expire(
         self,
-        table: OrderedDict[str, Prediction] | OrderedDict[str, GroundTruth],
+        table: _Table,
         kind: PendingKind,
         cutoff: float,
     ) -> None:
         # Tables are in arrival order, close to event-time order: stop at the first
         # entry still inside the window (a late straggler behind it waits a little).
-        while table and next(iter(table.values())).timestamp < cutoff:
+        while table and next(iter(table.values()))[0].timestamp < cutoff:
             table.popitem(last=False)
             self._dropped[kind, "ttl"] += 1

@@ -22,6 +22,7 @@ from stream_monitor.core.events import (
     Prediction,
     deterministic_id,
     envelope,
+    envelope_with_raw,
     iso,
     parse_record,
 )
@@ -113,11 +114,11 @@ class MonitorCore:
             if topic == "predictions":
                 prediction = parse_record(Prediction, key, value)
                 model = self._model(prediction.model_id)
-                joined = model.join.add_prediction(prediction)
+                joined = model.join.add_prediction(prediction, value)
             else:
                 label = parse_record(GroundTruth, key, value)
                 model = self._model(label.model_id)
-                joined = model.join.add_label(label)
+                joined = model.join.add_label(label, value)
         except InvalidRecordError as exc:
             return [self._dead_letter(topic, key, value, exc)]
         if model.join.has_dropped:
@@ -238,30 +239,25 @@ class MonitorCore:
 
 
 def _labelled_example(joined: Joined, task: Task) -> Output:
+    """The prediction and its ground truth, both exactly as the serving app sent them."""
     p, y = joined.prediction, joined.label
-    label_time = iso(y.timestamp)
-    data: dict[str, Any] = {
-        "prediction_id": p.prediction_id,
+    data = {
         "model_id": p.model_id,
         "model_version": p.model_version,
+        "prediction_id": p.prediction_id,
         "task": task,
-        "prediction_time": iso(p.timestamp),
-        "label_time": label_time,
-        "features": p.features,
-        "prediction": p.prediction,
-        "scores": p.scores,
-        "label": y.label,
     }
     # prediction_id is unique per model, so this id is unique and deterministic; a
     # uuid5 would cost more than the rest of the event on this hot path.
-    body = envelope(
+    value = envelope_with_raw(
         "stream_monitor.labelled_example",
         f"labelled/{p.model_id}/{p.prediction_id}",
-        label_time,
+        y.timestamp,
         p.model_id,
         data,
+        {"prediction": joined.prediction_raw, "ground_truth": joined.label_raw},
     )
-    return Output.event("labelled_examples", p.model_id, body, timestamp=y.timestamp)
+    return Output("labelled_examples", p.model_id.encode(), value, timestamp=y.timestamp)
 
 
 def _decision_outputs(
