@@ -47,7 +47,8 @@ def produce(settings: MonitorSettings, predictions: int) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     ensure_topics(admin, settings.kafka, settings.topics)
     admin.close()
-    names = {"predictions": settings.topics.predictions, "ground_truth": settings.topics.ground_truth}
+    topics = settings.topics
+    names = {"predictions": topics.predictions, "ground_truth": topics.ground_truth}
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=50, batch_size=512 * 1024
     )
@@ -104,9 +105,7 @@ def monitor(settings: MonitorSettings, total: int, tag: str) -> float:
 
     def consumed() -> float:
         return sum(
-            counter.get_sample_value(
-                "stream_monitor_records_consumed_total", {"topic": topic}
-            )
+            counter.get_sample_value("stream_monitor_records_consumed_total", {"topic": topic})
             or 0.0
             for topic in (settings.topics.predictions, settings.topics.ground_truth)
         )
@@ -144,7 +143,7 @@ def main() -> None:
         print(f"round {round_ + 1}: bare loop {bare[-1]:,.0f} ev/s, monitor {full[-1]:,.0f} ev/s")
     b, m = statistics.median(bare), statistics.median(full)
     print()
-    print("| run | events/s (median of %d) |" % args.rounds)
+    print(f"| run | events/s (median of {args.rounds}) |")
     print("|---|---|")
     print(f"| bare kafka-python consume + json.loads | {b:,.0f} |")
     print(f"| stream-monitor (join, detectors, outputs, checkpoints) | {m:,.0f} |")
