@@ -9,9 +9,11 @@ owns its partition.
 from __future__ import annotations
 
 import pickle
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from stream_monitor.config import ModelSettings, MonitorSettings
 from stream_monitor.core.events import (
@@ -56,6 +58,8 @@ class ModelState:
     settings: ModelSettings
     join: LabelJoin
     versions: dict[str, VersionState] = field(default_factory=dict)
+    applied_model_events: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+    """Ids of model events already applied, so a re-read of the topic changes nothing."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class MonitorCore:
     def __init__(self, settings: MonitorSettings) -> None:
         self.settings = settings
         self._models: dict[str, ModelState] = {}
+        self._unapplied: dict[str, list[bytes]] = {}
         self._invalid: Counter[tuple[str, str]] = Counter()
         self._dropped: Counter[tuple[PendingKind, DropReason]] = Counter()
         self._signals: Counter[tuple[str, str]] = Counter()
@@ -143,6 +148,8 @@ class MonitorCore:
                 self.settings.for_model(model_id), LabelJoin(join.max_pending, join.ttl_seconds)
             )
             self._models[model_id] = model
+            # A new model has no detectors to reset: promotions seen before it are moot.
+            self._unapplied.pop(model_id, None)
         return model
 
     def _on_joined(self, model: ModelState, joined: Joined) -> list[Output]:
@@ -209,6 +216,37 @@ class MonitorCore:
         # Settings come from this process's configuration, not from the snapshot.
         state.settings = self.settings.for_model(model_id)
         self._models[model_id] = state
+        for value in self._unapplied.pop(model_id, []):
+            self.apply_model_event(value)
+
+    def apply_model_event(self, value: bytes) -> str | None:
+        """Apply a ``model.promoted`` event from the trainer; returns what it did.
+
+        The promoted version starts with fresh detectors (and, with them, a fresh
+        reference), and every other version's cooldown ends, so a version still serving
+        traffic can ask again. Events are applied once per id; an event for a model this
+        instance has not loaded yet waits until the model is restored or created.
+        """
+        try:
+            event = orjson.loads(value)
+            if event.get("type") != "stream_monitor.model.promoted":
+                return None
+            event_id = str(event["id"])
+            model_id = str(event["data"]["model_id"])
+            version = str(event["data"]["production_version"])
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            return None  # not ours to judge: the trainer validates what it publishes
+        model = self._models.get(model_id)
+        if model is None:
+            self._unapplied.setdefault(model_id, []).append(value)
+            return f"model {model_id} not loaded here; promotion to {version} kept for later"
+        if event_id in model.applied_model_events:
+            return None
+        model.applied_model_events.append(event_id)
+        model.versions.pop(version, None)
+        for state in model.versions.values():
+            state.episodes.cooldown_until = float("-inf")
+        return f"model {model_id}: version {version} promoted, detectors reset"
 
     def forget(self, model_id: str) -> None:
         """Drop a model's state (its partition moved to another instance)."""

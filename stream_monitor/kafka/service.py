@@ -77,6 +77,7 @@ class MonitorService:
         self._last_checkpoint = time.monotonic()
         self._producer: KafkaProducer | None = None
         self._consumer: KafkaConsumer | None = None
+        self._model_events: KafkaConsumer | None = None
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -106,9 +107,19 @@ class MonitorService:
             partition_assignment_strategy=[RangePartitionAssignor],
         )
         self._consumer.subscribe(list(self._input), listener=_Rebalance(self))
+        # Every instance reads every model event (they are rare) and applies those of the
+        # models it owns: the trainer's partitioner need not match the serving apps'.
+        self._model_events = KafkaConsumer(**self._client, group_id=None)
+        events = self.settings.topics.model_events
+        partitions = [
+            TopicPartition(events, p) for p in self._model_events.partitions_for_topic(events) or ()
+        ]
+        self._model_events.assign(partitions)
+        self._model_events.seek_to_beginning(*partitions)
         log.info("monitor started", extra={"topics": list(self._input)})
         try:
             while not self.stop.is_set():
+                self._apply_model_events()
                 self._process_batch()
                 if self._checkpoint_due():
                     self.checkpoint()
@@ -116,6 +127,7 @@ class MonitorService:
             log.info("monitor stopped cleanly")
         finally:
             self._consumer.close(autocommit=False)
+            self._model_events.close()
             self._producer.close()
 
     def _process_batch(self) -> None:
@@ -150,6 +162,15 @@ class MonitorService:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.core.stats = self.core.stats()
         self._report_lag()
+
+    def _apply_model_events(self) -> None:
+        assert self._model_events is not None
+        for records in self._model_events.poll(timeout_ms=0).values():
+            for record in records:
+                outcome = self.core.apply_model_event(record.value)
+                if outcome:
+                    log.info("model event", extra={"outcome": outcome})
+                    self.metrics.core.stats = self.core.stats()
 
     def _prepare_model(self, key: bytes | None, tp: TopicPartition) -> None:
         """Remember which partition owns a model; restore its state on first sight."""

@@ -139,3 +139,78 @@ def _prediction(prediction_id: str, model_id: str) -> dict[str, object]:
 
 def _scrape(port: int) -> str:
     return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def test_promotion_resets_the_new_version_and_ends_the_old_cooldown(bootstrap: str) -> None:
+    settings = settings_for(bootstrap)
+    metrics = MonitorMetrics()
+    registry = metrics.registry
+    canary = Scenario(events=500, drift_at=None, model_version="2", id_prefix="c")
+
+    def labelled(version: str) -> float | None:
+        return registry.get_sample_value(
+            "stream_monitor_model_labelled_events",
+            {"model_id": "demo-model", "model_version": version},
+        )
+
+    with running_monitor(settings, metrics) as monitor:
+        produce_scenario(settings, DROP)
+        produce_scenario(settings, canary)
+        wait_until(
+            lambda: labelled("1") == DROP.events and labelled("2") == canary.events,
+            timeout=120,
+            what="version 1 drifted and the canary version 2 seen",
+            monitor=monitor,
+        )
+        assert len(values(bootstrap, settings.topics.retrain_requests)) == 1
+
+        promoted = {
+            "specversion": "1.0",
+            "id": "promotion-1",
+            "type": "stream_monitor.model.promoted",
+            "source": "stream-monitor",
+            "subject": "demo-model",
+            "time": "2026-01-01T00:12:00+00:00",
+            "data": {"model_id": "demo-model", "production_version": "2"},
+        }
+        produce(
+            bootstrap,
+            settings.topics.model_events,
+            [(b"demo-model", json.dumps(promoted).encode())],
+        )
+        wait_until(
+            lambda: labelled("2") is None,
+            timeout=60,
+            what="version 2 to start again with fresh detectors",
+            monitor=monitor,
+        )
+        # Version 1 still serves some traffic and degrades further, ten minutes later:
+        # inside the old one-hour cooldown, but the promotion ended it.
+        worse = Scenario(
+            events=6000,
+            drift_at=3000,
+            accuracy_before=0.65,
+            accuracy_after=0.35,
+            start_ms=DROP.start_ms + 700_000,
+            id_prefix="w",
+        )
+        produce_scenario(settings, worse)
+        produce_scenario(
+            settings,
+            Scenario(
+                events=300,
+                drift_at=None,
+                model_version="2",
+                id_prefix="n",
+                start_ms=DROP.start_ms + 700_000,
+            ),
+        )
+        wait_until(
+            lambda: len(values(bootstrap, settings.topics.retrain_requests)) == 2,
+            timeout=120,
+            what="a second retrain request for version 1",
+            monitor=monitor,
+        )
+        wait_until(lambda: labelled("2") == 300, 60, "version 2 counted afresh", monitor)
+    second = values(bootstrap, settings.topics.retrain_requests)[1]["data"]
+    assert (second["model_version"], second["episode"]) == ("1", 2)
