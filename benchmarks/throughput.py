@@ -24,14 +24,14 @@ import time
 import uuid
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.devbroker.broker import BrokerSettings, start
 from stream_monitor.kafka.service import FETCH_BYTES, MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario, stream
+from stream_monitor.simulate import Scenario, publish
 
 
 def make_settings(bootstrap: str, tag: str) -> MonitorSettings:
@@ -47,19 +47,7 @@ def produce(settings: MonitorSettings, predictions: int) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     ensure_topics(admin, settings.kafka, settings.topics)
     admin.close()
-    topics = settings.topics
-    names = {"predictions": topics.predictions, "ground_truth": topics.ground_truth}
-    producer = KafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=50, batch_size=512 * 1024
-    )
-    count = 0
-    scenario = Scenario(events=predictions, drift_at=predictions // 2, features=10)
-    for topic, key, value in stream(scenario):
-        producer.send(names[topic], key=key.encode(), value=json.dumps(value).encode())
-        count += 1
-    producer.flush()
-    producer.close()
-    return count
+    return publish(settings, Scenario(events=predictions, drift_at=predictions // 2))
 
 
 def bare_loop(settings: MonitorSettings, total: int) -> float:

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -74,6 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (0: off)")
     demo.add_argument("--keep-broker", action="store_true", help="leave the broker running")
 
+    simulate = commands.add_parser(
+        "simulate",
+        help="act as a serving app: write predictions and late labels with an accuracy drop",
+        description="Writes a simulated model's predictions and, LABEL_DELAY predictions later, "
+        "their labels to the configured topics; accuracy drops half-way. For trying the "
+        "stack (docker-compose runs it) and for load.",
+    )
+    simulate.add_argument("--config", type=Path, help="YAML settings file (topic names)")
+    simulate.add_argument("--bootstrap", help="broker address (default: from the settings)")
+    simulate.add_argument("--events", type=int, default=100_000, help="predictions to write")
+    simulate.add_argument("--rate", type=float, default=200.0, help="predictions per second")
+    simulate.add_argument("--model-id", default="demo-model")
+    simulate.add_argument("--accuracy-before", type=float, default=0.92)
+    simulate.add_argument("--accuracy-after", type=float, default=0.70)
+
     broker = commands.add_parser(
         "broker",
         help="start, stop or check the local development broker",
@@ -100,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _monitor(settings)
     if args.command == "replay":
         return _replay(settings, args.input)
+    if args.command == "simulate":
+        return _simulate(settings, args)
     from stream_monitor.demo import run_demo
 
     return run_demo(
@@ -137,6 +155,27 @@ def _monitor(settings: MonitorSettings) -> int:
     except StartupError as exc:
         print(f"stream-monitor: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _simulate(settings: MonitorSettings, args: argparse.Namespace) -> int:
+    from stream_monitor.simulate import Scenario, publish
+
+    if args.bootstrap:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": args.bootstrap})
+        settings = settings.model_copy(update={"kafka": kafka})
+    scenario = Scenario(
+        events=args.events,
+        drift_at=args.events // 2,
+        model_id=args.model_id,
+        accuracy_before=args.accuracy_before,
+        accuracy_after=args.accuracy_after,
+        # Event time follows the wall clock, as a live serving app's would.
+        start_ms=int(time.time() * 1000),
+        seconds_between=1.0 / args.rate if args.rate else 0.001,
+    )
+    written = publish(settings, scenario, args.rate)
+    log.info("simulation written", extra={"records": written})
     return 0
 
 

@@ -15,8 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from prometheus_client import start_http_server
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -27,7 +26,7 @@ from stream_monitor.core.events import unbatch
 from stream_monitor.devbroker.broker import BrokerSettings, start, stop
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario, stream
+from stream_monitor.simulate import Scenario, publish
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def _run(
     monitor = threading.Thread(target=service.run, name="monitor", daemon=True)
     monitor.start()
     producer = threading.Thread(
-        target=_serve_predictions, args=(settings, scenario, rate), name="serving", daemon=True
+        target=publish, args=(settings, scenario, rate), name="serving", daemon=True
     )
     console.print(
         f"Simulating {events:,} predictions; accuracy drops from "
@@ -131,24 +130,6 @@ def _run(
     monitor.join(timeout=30)
     _summary(console, scenario, seen)
     return 0 if len(seen.retrain_requests) == 1 else 1
-
-
-def _serve_predictions(settings: MonitorSettings, scenario: Scenario, rate: float) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20)
-    topics = {
-        "predictions": settings.topics.predictions,
-        "ground_truth": settings.topics.ground_truth,
-    }
-    started = time.monotonic()
-    for i, (topic, key, value) in enumerate(stream(scenario)):
-        producer.send(topics[topic], key=key.encode(), value=orjson.dumps(value))
-        if rate and i % 100 == 0:
-            # Two records (prediction + label) per simulated event.
-            ahead = i / (2 * rate) - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    producer.flush()
-    producer.close()
 
 
 def _accuracy(metrics: MonitorMetrics) -> str:

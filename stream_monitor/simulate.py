@@ -1,17 +1,24 @@
 """A simulated serving app: predictions and late labels, with an accuracy drop.
 
-Used by the demo, the integration tests and the throughput benchmark. Events follow
-the contracts in :mod:`stream_monitor.core.events`; labels follow their prediction
-``label_delay`` events later (in arrival order and in event time).
+Used by the demo, ``stream-monitor simulate`` (docker-compose), the integration tests
+and the throughput benchmark. Events follow the contracts in
+:mod:`stream_monitor.core.events`; labels follow their prediction ``label_delay``
+events later (in arrival order and in event time).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
+from kafka import KafkaProducer
+
+from stream_monitor.config import MonitorSettings
 
 SimTopic = Literal["predictions", "ground_truth"]
 
@@ -63,3 +70,25 @@ def stream(s: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
     end_ms = s.start_ms + int(s.events * s.seconds_between * 1000)
     while waiting:
         yield "ground_truth", s.model_id, {**waiting.popleft(), "timestamp": end_ms}
+
+
+def publish(settings: MonitorSettings, scenario: Scenario, rate: float = 0.0) -> int:
+    """Write the scenario to the configured input topics at ``rate`` predictions/s
+    (0: as fast as possible); returns the number of records written."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20)
+    topics = {
+        "predictions": settings.topics.predictions,
+        "ground_truth": settings.topics.ground_truth,
+    }
+    started = time.monotonic()
+    count = 0
+    for count, (topic, key, value) in enumerate(stream(scenario), start=1):
+        producer.send(topics[topic], key=key.encode(), value=orjson.dumps(value))
+        if rate and count % 100 == 0:
+            # Two records (prediction + label) per simulated prediction.
+            ahead = count / (2 * rate) - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush()
+    producer.close()
+    return count

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -19,7 +18,7 @@ from stream_monitor.core.events import unbatch
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario, stream
+from stream_monitor.simulate import Scenario, publish
 
 
 def free_port() -> int:
@@ -66,18 +65,7 @@ def create_topics(settings: MonitorSettings) -> None:
 def produce_scenario(settings: MonitorSettings, scenario: Scenario) -> int:
     """Write a simulated stream to the two input topics, in arrival order."""
     create_topics(settings)
-    names = {
-        "predictions": settings.topics.predictions,
-        "ground_truth": settings.topics.ground_truth,
-    }
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=10)
-    count = 0
-    for topic, key, value in stream(scenario):
-        producer.send(names[topic], key=key.encode(), value=json.dumps(value).encode())
-        count += 1
-    producer.flush()
-    producer.close()
-    return count
+    return publish(settings, scenario)
 
 
 def read_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
