@@ -183,7 +183,7 @@ def _replay(settings: MonitorSettings, path: Path) -> int:
     from stream_monitor.replay import BadLine, replay
 
     try:
-        source = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+        source = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     except OSError as exc:
         print(f"stream-monitor: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -72,6 +72,13 @@ class PerformanceSettings(_Strict):
     page_hinkley_delta: float = Field(0.05, ge=0)
     page_hinkley_threshold: float = Field(100.0, gt=0)
     page_hinkley_min_instances: int = Field(30, gt=0)
+    page_hinkley_alpha: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Forgetting factor; river's 0.9999 made the statistic wander into "
+        "false alarms on long stationary streams.",
+    )
 
 
 class PolicySettings(_Strict):
@@ -131,12 +138,6 @@ class MonitorSettings(BaseSettings):
         default_factory=dict,
         description="Per-model overrides of `defaults`, by model_id; partial is fine.",
     )
-
-    @model_validator(mode="after")
-    def _overrides_are_valid(self) -> MonitorSettings:
-        for model_id in self.models:
-            self.for_model(model_id)  # raises with the field path of a bad override
-        return self
 
     def for_model(self, model_id: str) -> ModelSettings:
         """The defaults with this model's overrides applied (any unseen model: the defaults)."""
@@ -201,6 +202,15 @@ def load_settings(path: str | Path | None = None) -> MonitorSettings:
             raise ConfigError(f"config file {file} must hold a mapping of settings at top level")
         where = str(file)
     try:
-        return MonitorSettings(**(content or {}))
+        settings = MonitorSettings(**(content or {}))
     except ValidationError as exc:
         raise ConfigError(f"invalid settings in {where}:\n{_describe(exc)}") from None
+    problems = []
+    for model_id in settings.models:
+        try:
+            settings.for_model(model_id)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"invalid settings in {where}:\n" + "\n".join(problems))
+    return settings

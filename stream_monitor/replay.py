@@ -28,7 +28,7 @@ class BadLine:
 
 
 def replay(
-    settings: MonitorSettings, lines: Iterable[str], core: MonitorCore | None = None
+    settings: MonitorSettings, lines: Iterable[bytes | str], core: MonitorCore | None = None
 ) -> Iterator[dict[str, Any] | BadLine]:
     """Yield each emitted event as a dict, or a :class:`BadLine` for an unusable line."""
     core = core or MonitorCore(settings)
@@ -42,10 +42,10 @@ def replay(
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = json.loads(line)  # bytes are decoded as UTF-8 (or refused)
             topic = inputs[entry["topic"]]
             value = entry["value"]
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError) as exc:
             yield BadLine(number, _why(exc, inputs))
             continue
         key = entry.get("key")
@@ -57,6 +57,8 @@ def replay(
 def _why(exc: Exception, inputs: dict[str, InputTopic]) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"not JSON: {exc.msg}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
     if isinstance(exc, KeyError) and exc.args and exc.args[0] not in ("topic", "value"):
         return f"topic {exc.args[0]!r} is not one of {sorted(inputs)}"
     return 'expected {"topic": ..., "key": ..., "value": ...}'

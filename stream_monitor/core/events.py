@@ -32,11 +32,19 @@ SOURCE = "stream-monitor"
 NAMESPACE = uuid.UUID("6f1c7a52-5d8e-4b8e-9a53-1d0f3c2b7e41")
 
 
+# Years 1 to 9999, the range ISO 8601 text (and Python's datetime) can express.
+_EARLIEST, _LATEST = -62_135_596_800.0, 253_402_300_799.0
+
+
 def _to_epoch_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
     if isinstance(value, int | float):
-        return float(value) / 1000.0
+        seconds = float(value) / 1000.0
+        # Also refuses NaN and infinities, which Python's JSON parsers let through.
+        if not _EARLIEST <= seconds <= _LATEST:
+            raise ValueError(f"timestamp {value!r} ms is not an instant between years 1 and 9999")
+        return seconds
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -58,7 +66,8 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 
 class _Incoming(BaseModel):
     # Extra fields are allowed: serving apps often add their own (request ids, tenants).
-    model_config = ConfigDict(frozen=True, extra="allow")
+    # NaN and infinities are refused: they would poison every mean they enter.
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     timestamp: EventTime
 

@@ -133,9 +133,11 @@ class MonitorCore:
         try:
             outputs = self._on_joined(model, joined)
         except InvalidRecordError as exc:
-            # The pair cannot be scored (e.g. a text label for a regression model):
-            # the label goes to dead-letter, the prediction is kept out of the detectors.
-            return [self._dead_letter(topic, key, value, exc)]
+            # The pair cannot be scored (a text label for a regression model, say): the
+            # record at fault goes to dead-letter, whichever of the two arrived last.
+            if _is_number(joined.prediction.prediction):
+                return [self._dead_letter("ground_truth", key, joined.label_raw, exc)]
+            return [self._dead_letter("predictions", key, joined.prediction_raw, exc)]
         for output in outputs:
             self._outputs[output.topic] += 1
         return outputs
@@ -163,7 +165,7 @@ class MonitorCore:
         try:
             error = error_of(version.tracker.task, prediction.prediction, label.label)
         except TypeError as exc:
-            raise InvalidRecordError("schema", f"cannot score this label: {exc}") from None
+            raise InvalidRecordError("schema", f"cannot score this pair: {exc}") from None
         # Registered only once a pair could be scored, so a bad first pair leaves no trace.
         model.versions.setdefault(prediction.model_version, version)
         version.labelled += 1
@@ -274,6 +276,10 @@ class MonitorCore:
             outputs=Counter(self._outputs),
             versions=versions,
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _labelled_example(joined: Joined, task: Task) -> Output:

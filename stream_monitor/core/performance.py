@@ -23,11 +23,10 @@ def error_of(task: Task, prediction: object, label: object) -> float:
     """0/1 misclassification, or absolute error for regression."""
     if task == "classification":
         return 0.0 if prediction == label else 1.0
-    if isinstance(prediction, bool) or isinstance(label, bool):
-        raise TypeError("regression needs numeric prediction and label")
-    if not isinstance(prediction, int | float) or not isinstance(label, int | float):
-        raise TypeError("regression needs numeric prediction and label")
-    return abs(float(prediction) - float(label))
+    for name, value in (("prediction", prediction), ("label", label)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"regression needs a numeric {name}, got {value!r}")
+    return abs(float(prediction) - float(label))  # type: ignore[arg-type]  # checked above
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +80,7 @@ class PerformanceTracker:
             min_instances=settings.page_hinkley_min_instances,
             delta=settings.page_hinkley_delta,
             threshold=settings.page_hinkley_threshold,
+            alpha=settings.page_hinkley_alpha,
             mode="up",
         )
 

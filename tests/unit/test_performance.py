@@ -1,0 +1,194 @@
+"""Performance detectors fed known error streams."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+
+from stream_monitor.config import PerformanceSettings
+from stream_monitor.core.performance import (
+    PerformanceSignal,
+    PerformanceTracker,
+    error_of,
+    infer_task,
+)
+
+
+def _bernoulli(rng: random.Random, p: float, n: int) -> list[float]:
+    return [1.0 if rng.random() < p else 0.0 for _ in range(n)]
+
+
+def _feed(tracker: PerformanceTracker, errors: list[float]) -> list[PerformanceSignal]:
+    return [signal for error in errors for signal in tracker.update(error)]
+
+
+# ---- error_of and infer_task -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prediction", "label", "error"),
+    [("cat", "cat", 0.0), ("cat", "dog", 1.0), (1, 1, 0.0), (1, 0, 1.0), (True, False, 1.0)],
+)
+def test_classification_error_is_zero_or_one(
+    prediction: object, label: object, error: float
+) -> None:
+    assert error_of("classification", prediction, label) == error
+
+
+def test_classification_compares_values_not_spellings() -> None:
+    # "1" and 1 are different classes; a serving app and a labeller must agree on type.
+    assert error_of("classification", "1", 1) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "label", "error"), [(2.5, 1.0, 1.5), (1.0, 2.5, 1.5), (3, 3, 0.0), (0.5, 2, 1.5)]
+)
+def test_regression_error_is_absolute(prediction: float, label: float, error: float) -> None:
+    assert error_of("regression", prediction, label) == error
+
+
+@pytest.mark.parametrize(
+    ("prediction", "label"), [(2.5, "tall"), ("tall", 2.5), (2.5, True), (None, 1.0)]
+)
+def test_regression_refuses_non_numeric_values(prediction: object, label: object) -> None:
+    with pytest.raises(TypeError):
+        error_of("regression", prediction, label)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "has_scores", "task"),
+    [
+        (0.7, False, "regression"),
+        (1, False, "classification"),
+        ("cat", False, "classification"),
+        (True, False, "classification"),
+        (0.7, True, "classification"),  # a probability with its class scores
+    ],
+)
+def test_infer_task_from_the_first_prediction(
+    prediction: object, has_scores: bool, task: str
+) -> None:
+    assert infer_task(prediction, has_scores) == task
+
+
+# ---- windowed metric -----------------------------------------------------------------
+
+
+def test_windowed_metric_is_nan_before_any_observation() -> None:
+    assert math.isnan(PerformanceTracker(PerformanceSettings(), "classification").windowed_metric)
+
+
+def test_windowed_accuracy_is_one_minus_the_error_rate_of_the_last_window() -> None:
+    tracker = PerformanceTracker(PerformanceSettings(window_size=4), "classification")
+    _feed(tracker, [1.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # the last four: 0, 1, 0, 0
+    assert tracker.windowed_metric == 0.75
+    assert tracker.windowed_error == 0.25
+    assert tracker.observations == 6
+
+
+def test_windowed_mae_is_the_mean_absolute_error_of_the_last_window() -> None:
+    tracker = PerformanceTracker(PerformanceSettings(window_size=3), "regression")
+    _feed(tracker, [10.0, 2.0, 3.0, 4.0])
+    assert tracker.windowed_metric == pytest.approx(3.0)
+
+
+def test_windowed_mae_stays_exact_over_a_long_stream() -> None:
+    # The window sum is maintained incrementally; it must not drift from the real mean.
+    rng = random.Random(3)
+    errors = [abs(rng.gauss(0, 100)) for _ in range(20_000)]
+    tracker = PerformanceTracker(PerformanceSettings(window_size=500), "regression")
+    _feed(tracker, errors)
+    assert tracker.windowed_metric == pytest.approx(statistics.fmean(errors[-500:]), rel=1e-9)
+
+
+# ---- no false alarm on a stationary stream ----------------------------------------
+
+
+@pytest.mark.parametrize("error_rate", [0.1, 0.3])
+def test_no_signal_on_a_stationary_stream_of_50000_errors(error_rate: float) -> None:
+    # Measured over 100 seeds each: 1 stream in 100 at 10 % error and 7 in 100 at 30 %
+    # raise one false signal in 50,000 (ADWIN once; Page-Hinkley, whose forgetting factor
+    # makes its statistic wander more at higher error rates, the others). Seed 0 is quiet.
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    signals = _feed(tracker, _bernoulli(random.Random(0), error_rate, 50_000))
+    assert signals == []
+    assert tracker.windowed_error == pytest.approx(error_rate, abs=0.04)
+
+
+# ---- a real change is caught soon ----------------------------------------------------
+
+
+def _first_signal_after_jump(seed: int, before: int = 5_000) -> tuple[int, PerformanceSignal]:
+    """Observations after a 10 % -> 30 % error jump until the first signal."""
+    rng = random.Random(seed)
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    assert _feed(tracker, _bernoulli(rng, 0.1, before)) == []
+    for delay in range(1, 5_001):
+        signals = tracker.update(_bernoulli(rng, 0.3, 1)[0])
+        if signals:
+            return delay, signals[0]
+    raise AssertionError(f"no signal within 5000 observations of the jump (seed {seed})")
+
+
+def test_jump_from_10_to_30_percent_error_is_signalled_within_300_observations() -> None:
+    # Measured over 200 seeds after 5,000 stationary observations: the first signal
+    # (always ADWIN, which checks every 32 observations) comes after 24..280 observations,
+    # median 120, 95th percentile 184. Seed 0 signals after 184.
+    delay, signal = _first_signal_after_jump(seed=0)
+    assert delay <= 300
+    assert signal.detector == "adwin"
+    assert signal.error_after > signal.error_before
+
+
+def test_jump_from_10_to_30_percent_error_is_typically_signalled_within_160() -> None:
+    delays = sorted(_first_signal_after_jump(seed)[0] for seed in range(1, 21))
+    assert statistics.median(delays) <= 160
+    assert max(delays) <= 300
+
+
+def test_page_hinkley_also_catches_the_jump() -> None:
+    rng = random.Random(0)
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    _feed(tracker, _bernoulli(rng, 0.1, 5_000))
+    signals = _feed(tracker, _bernoulli(rng, 0.3, 1_500))
+    page_hinkley = [s for s in signals if s.detector == "page_hinkley"]
+    assert len(page_hinkley) == 1
+    assert page_hinkley[0].error_before == pytest.approx(0.1, abs=0.03)
+    assert page_hinkley[0].error_after > 0.2
+
+
+def test_one_change_gives_about_one_signal_per_detector() -> None:
+    rng = random.Random(1)
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    _feed(tracker, _bernoulli(rng, 0.1, 5_000))
+    signals = _feed(tracker, _bernoulli(rng, 0.3, 5_000))
+    assert {s.detector for s in signals} == {"adwin", "page_hinkley"}
+    assert len(signals) <= 4
+
+
+def test_signal_reports_where_it_happened() -> None:
+    delay, signal = _first_signal_after_jump(seed=0)
+    assert signal.observations == 5_000 + delay
+
+
+def test_an_improvement_is_reported_by_adwin_only_and_as_a_fall_in_error() -> None:
+    rng = random.Random(2)
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    _feed(tracker, _bernoulli(rng, 0.3, 5_000))
+    signals = _feed(tracker, _bernoulli(rng, 0.1, 3_000))
+    assert signals
+    assert {s.detector for s in signals} == {"adwin"}  # Page-Hinkley watches upward only
+    assert all(s.error_after < s.error_before for s in signals)
+
+
+def test_regression_mae_increase_is_signalled() -> None:
+    rng = random.Random(4)
+    tracker = PerformanceTracker(PerformanceSettings(), "regression")
+    assert _feed(tracker, [abs(rng.gauss(0, 1)) for _ in range(3_000)]) == []
+    signals = _feed(tracker, [abs(rng.gauss(0, 3)) for _ in range(1_000)])
+    assert signals
+    assert signals[0].error_after > signals[0].error_before
+    assert tracker.windowed_metric == pytest.approx(3 * math.sqrt(2 / math.pi), rel=0.1)
