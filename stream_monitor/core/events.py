@@ -8,6 +8,8 @@ replay of the same input produces byte-identical output.
 
 from __future__ import annotations
 
+import functools
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,7 +126,19 @@ def _short(exc: ValidationError) -> str:
 
 
 def iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+    """ISO 8601 in UTC with milliseconds, e.g. ``2026-01-01T00:00:00.000+00:00``."""
+    # As datetime does: round to microseconds, then truncate to milliseconds.
+    second = math.floor(epoch_seconds)
+    micros = round((epoch_seconds - second) * 1_000_000)
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    return f"{_iso_second(second)}.{micros // 1000:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    # Events of one stream share their seconds; formatting a datetime is the slow part.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def deterministic_id(*parts: object) -> str:

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from river import drift, stats
+from river import drift
 
 from stream_monitor.config import PerformanceSettings
 
@@ -73,7 +73,7 @@ class PerformanceTracker:
         self.observations = 0
         self._window: deque[float] = deque(maxlen=settings.window_size)
         self._window_sum = 0.0
-        self._since_ph_reset = stats.Mean()
+        self._since_ph_reset_sum, self._since_ph_reset_count = 0.0, 0
         self._adwin = drift.ADWIN(delta=settings.adwin_delta)
         # river's Page-Hinkley restarts by itself on the update after it fires.
         self._page_hinkley = drift.PageHinkley(
@@ -102,7 +102,8 @@ class PerformanceTracker:
         self._window.append(error)
         self._window_sum += error
 
-        self._since_ph_reset.update(error)
+        self._since_ph_reset_sum += error
+        self._since_ph_reset_count += 1
         signals = []
         mean_before, width_before = self._adwin.estimation, self._adwin.width
         self._adwin.update(error)
@@ -117,10 +118,10 @@ class PerformanceTracker:
             signals.append(
                 PerformanceSignal(
                     "page_hinkley",
-                    self._since_ph_reset.get(),
+                    self._since_ph_reset_sum / self._since_ph_reset_count,
                     self.windowed_error,
                     self.observations,
                 )
             )
-            self._since_ph_reset = stats.Mean()
+            self._since_ph_reset_sum, self._since_ph_reset_count = 0.0, 0
         return signals
