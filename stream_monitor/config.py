@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from stream_monitor.core.features import FeatureDriftSettings
+
 ENV_PREFIX = "STREAM_MONITOR_"
 
 
@@ -95,6 +97,18 @@ class PolicySettings(_Strict):
     min_mae_increase: float = Field(0.1, ge=0, description="Relative, 0.1 = +10 %.")
     critical_mae_increase: float = Field(1.0, gt=0, description="Relative, 1.0 = doubled.")
     cooldown_seconds: float = Field(3600.0, ge=0, description="Event time between episodes.")
+    feature_drift_severity: Literal["warning", "drift"] = Field(
+        "warning",
+        description="Feature or prediction drift alone: a warning, or a drift that asks "
+        "for a retrain. With a recent performance signal it is always a drift.",
+    )
+    critical_feature_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of monitored input features drifting at once (two or more) "
+        "that escalates.",
+    )
     training_window_seconds: float = Field(
         7 * 86_400.0, gt=0, description="Labelled data a retrain request asks to train on."
     )
@@ -112,6 +126,7 @@ class ModelSettings(_Strict):
     """Everything that can differ between models."""
 
     performance: PerformanceSettings = PerformanceSettings()
+    features: FeatureDriftSettings = FeatureDriftSettings()
     policy: PolicySettings = PolicySettings()
 
 

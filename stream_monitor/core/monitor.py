@@ -28,6 +28,7 @@ from stream_monitor.core.events import (
     iso,
     parse_record,
 )
+from stream_monitor.core.features import FeatureDriftTracker, FeatureSignal
 from stream_monitor.core.join import DropReason, Joined, LabelJoin, PendingKind
 from stream_monitor.core.performance import (
     PerformanceSignal,
@@ -36,7 +37,7 @@ from stream_monitor.core.performance import (
     error_of,
     infer_task,
 )
-from stream_monitor.core.policy import Decision, EpisodeState, decide
+from stream_monitor.core.policy import Decision, EpisodeState, decide, decide_features
 
 InputTopic = Literal["predictions", "ground_truth"]
 SNAPSHOT_FORMAT = 1
@@ -47,6 +48,7 @@ class VersionState:
     """Everything known about one (model, version)."""
 
     tracker: PerformanceTracker
+    features: FeatureDriftTracker
     episodes: EpisodeState = field(default_factory=EpisodeState)
     labelled: int = 0
 
@@ -119,8 +121,10 @@ class MonitorCore:
             if topic == "predictions":
                 prediction = parse_record(Prediction, key, value)
                 model = self._model(prediction.model_id)
+                outputs = self._on_prediction(model, prediction)
                 joined = model.join.add_prediction(prediction, value)
             else:
+                outputs = []
                 label = parse_record(GroundTruth, key, value)
                 model = self._model(label.model_id)
                 joined = model.join.add_label(label, value)
@@ -129,15 +133,20 @@ class MonitorCore:
         if model.join.has_dropped:
             self._dropped.update(model.join.take_dropped())
         if joined is None:
-            return []
+            return self._counted(outputs)
         try:
-            outputs = self._on_joined(model, joined)
+            outputs += self._on_joined(model, joined)
         except InvalidRecordError as exc:
             # The pair cannot be scored (a text label for a regression model, say): the
             # record at fault goes to dead-letter, whichever of the two arrived last.
             if _is_number(joined.prediction.prediction):
-                return [self._dead_letter("ground_truth", key, joined.label_raw, exc)]
-            return [self._dead_letter("predictions", key, joined.prediction_raw, exc)]
+                bad = self._dead_letter("ground_truth", key, joined.label_raw, exc)
+            else:
+                bad = self._dead_letter("predictions", key, joined.prediction_raw, exc)
+            return [*self._counted(outputs), bad]
+        return self._counted(outputs)
+
+    def _counted(self, outputs: list[Output]) -> list[Output]:
         for output in outputs:
             self._outputs[output.topic] += 1
         return outputs
@@ -154,20 +163,46 @@ class MonitorCore:
             self._unapplied.pop(model_id, None)
         return model
 
-    def _on_joined(self, model: ModelState, joined: Joined) -> list[Output]:
-        prediction, label = joined.prediction, joined.label
+    def _version(self, model: ModelState, prediction: Prediction) -> VersionState:
         version = model.versions.get(prediction.model_version)
         if version is None:
-            task = model.settings.performance.task
+            settings = model.settings
+            task = settings.performance.task
             if task == "auto":
                 task = infer_task(prediction.prediction, prediction.scores is not None)
-            version = VersionState(PerformanceTracker(model.settings.performance, task))
+            version = VersionState(
+                PerformanceTracker(settings.performance, task),
+                FeatureDriftTracker(settings.features, task),
+            )
+            model.versions[prediction.model_version] = version
+        return version
+
+    def _on_prediction(self, model: ModelState, prediction: Prediction) -> list[Output]:
+        """Feature and prediction drift: the label-free early warning."""
+        version = self._version(model, prediction)
+        signals = version.features.update(
+            prediction.features, prediction.prediction, prediction.scores
+        )
+        if not signals:
+            return []
+        decision = decide_features(
+            model.settings.policy,
+            version.episodes,
+            len(version.features.drifted_features()),
+            version.features.monitored_inputs,
+            prediction.timestamp,
+        )
+        for signal in signals:
+            self._signals[signal.test, decision.severity] += 1
+        return _feature_outputs(model, version, prediction, signals, decision)
+
+    def _on_joined(self, model: ModelState, joined: Joined) -> list[Output]:
+        prediction, label = joined.prediction, joined.label
+        version = self._version(model, prediction)
         try:
             error = error_of(version.tracker.task, prediction.prediction, label.label)
         except TypeError as exc:
             raise InvalidRecordError("schema", f"cannot score this pair: {exc}") from None
-        # Registered only once a pair could be scored, so a bad first pair leaves no trace.
-        model.versions.setdefault(prediction.model_version, version)
         version.labelled += 1
         self._joined += 1
 
@@ -331,24 +366,83 @@ def _decision_outputs(
         "labelled": version.labelled,
         "detected_at": iso(now),
     }
-    data = {
-        "model_id": p.model_id,
-        "model_version": p.model_version,
-        "kind": "performance",
+    advice = (
+        f"{metric} moved from {evidence['before']:.4g} to {evidence['after']:.4g}, "
+        "beyond what automatic retraining should handle: check the input data and "
+        "upstream changes for this model before retraining."
+    )
+    signal_id = ("performance", signal.detector, signal.observations)
+    return _signal_events(model, p, now, "performance", signal_id, evidence, decision, advice)
+
+
+def _feature_outputs(
+    model: ModelState,
+    version: VersionState,
+    prediction: Prediction,
+    signals: list[FeatureSignal],
+    decision: Decision,
+) -> list[Output]:
+    now = prediction.timestamp
+    drifted = version.features.drifted_features()
+    evidence = {
+        "features": [
+            {
+                "feature": s.feature,
+                "kind": s.kind,
+                "test": s.test,
+                "score": s.score,
+                "threshold": s.threshold,
+                "p_value": s.p_value,
+                "psi": s.psi,
+            }
+            for s in signals
+        ],
+        "drifting_inputs": drifted,
+        "monitored_inputs": version.features.monitored_inputs,
+        "share": decision.change,
+        "observations": version.features.observations,
+        "detected_at": iso(now),
+    }
+    advice = (
+        f"{len(drifted)} of {version.features.monitored_inputs} input features moved at once "
+        f"({', '.join(drifted[:10])}): look for an upstream change (a schema, a unit, a "
+        "pipeline) before retraining on this data."
+    )
+    kind = (
+        "feature" if any(s.kind not in ("prediction", "score") for s in signals) else "prediction"
+    )
+    signal_id = ("features", version.features.observations)
+    return _signal_events(model, prediction, now, kind, signal_id, evidence, decision, advice)
+
+
+def _signal_events(
+    model: ModelState,
+    prediction: Prediction,
+    now: float,
+    kind: str,
+    signal_id: tuple[object, ...],
+    evidence: dict[str, Any],
+    decision: Decision,
+    advice: str,
+) -> list[Output]:
+    """The drift event of a signal, and the retrain request or escalation it decided."""
+    model_id, model_version = prediction.model_id, prediction.model_version
+    data: dict[str, Any] = {
+        "model_id": model_id,
+        "model_version": model_version,
+        "kind": kind,
         "severity": decision.severity,
         "action": decision.action,
         "episode": decision.episode,
         "reason": decision.reason,
         "evidence": evidence,
     }
-    signal_id = deterministic_id(
-        "signal", p.model_id, p.model_version, signal.detector, signal.observations
-    )
+    event_id = deterministic_id("signal", model_id, model_version, *signal_id)
     outputs = [
         Output.event(
             "drift_events",
-            p.model_id,
-            envelope("stream_monitor.drift.signal", signal_id, now, p.model_id, data),
+            model_id,
+            envelope("stream_monitor.drift.signal", event_id, now, model_id, data),
             timestamp=now,
         )
     ]
@@ -357,11 +451,7 @@ def _decision_outputs(
         data["training_window"] = {"start": iso(now - window), "end": iso(now)}
         outputs.append(_episode_event("retrain_requests", "retrain.requested", data, now))
     elif decision.action == "escalate":
-        data["advice"] = (
-            f"{metric} moved from {evidence['before']:.4g} to {evidence['after']:.4g}, "
-            "beyond what automatic retraining should handle: check the input data and "
-            "upstream changes for this model before retraining."
-        )
+        data["advice"] = advice
         outputs.append(_episode_event("escalations", "escalation", data, now))
     return outputs
 

@@ -19,17 +19,20 @@ class Decision:
     episode: int
     """The drift episode this signal belongs to (0: none opened yet)."""
     change: float
-    """Accuracy drop (classification) or relative MAE increase (regression)."""
+    """Accuracy drop (classification), relative MAE increase (regression), or the share
+    of drifting input features."""
     reason: str
 
 
 @dataclass(slots=True)
 class EpisodeState:
-    """Per (model, version): how many episodes were opened and when the last one cools down."""
+    """Per (model, version): episodes opened, when the last one cools down, what was escalated."""
 
     episode: int = 0
     cooldown_until: float = float("-inf")
     escalated_episode: int = 0
+    last_performance_signal: float = float("-inf")
+    """Event time of the last signal that the error rose (corroborates feature drift)."""
 
 
 def performance_change(task: Task, signal: PerformanceSignal) -> float:
@@ -78,6 +81,7 @@ def decide(
     )
     if change <= 0:
         return Decision("info", "none", state.episode, change, "error did not increase")
+    state.last_performance_signal = now
     if change < minimum:
         return Decision(
             "warning", "none", state.episode, change, f"change {change:.4g} below {minimum:g}"
@@ -90,21 +94,68 @@ def decide(
             change,
             f"only {labelled} labelled events, {settings.min_labelled} needed to act",
         )
+    if change >= critical:
+        return _act(
+            settings, state, "critical", now, change, f"change {change:.4g} >= {critical:g}"
+        )
+    return _act(settings, state, "drift", now, change, f"change {change:.4g} >= {minimum:g}")
+
+
+def decide_features(
+    settings: PolicySettings,
+    state: EpisodeState,
+    drifting: int,
+    monitored: int,
+    now: float,
+) -> Decision:
+    """Classify a round of feature or prediction drift signals; updates ``state``.
+
+    ``drifting`` of the ``monitored`` input features are in a drift episode now (the
+    prediction and class scores are not input features). Feature or prediction drift
+    alone is ``settings.feature_drift_severity`` (``warning`` by default: labels will
+    tell whether the model suffers); it is ``drift`` when the same version had a
+    performance signal within the last ``cooldown_seconds``; it is ``critical`` when at
+    least two input features and at least ``critical_feature_share`` of them drift.
+    ``change`` is the share of drifting input features.
+
+    >>> s, state = PolicySettings(), EpisodeState()
+    >>> decide_features(s, state, drifting=1, monitored=10, now=0).severity
+    'warning'
+    >>> decide_features(s, state, drifting=6, monitored=10, now=0).action
+    'escalate'
+    """
+    share = drifting / monitored if monitored else 0.0
+    if drifting >= 2 and share >= settings.critical_feature_share:
+        reason = f"{drifting} of {monitored} input features drift at once"
+        return _act(settings, state, "critical", now, share, reason)
+    if now - state.last_performance_signal <= settings.cooldown_seconds:
+        reason = "feature drift with a recent performance signal"
+        return _act(settings, state, "drift", now, share, reason)
+    if settings.feature_drift_severity == "drift":
+        return _act(settings, state, "drift", now, share, "feature drift (configured to act)")
+    return Decision("warning", "none", state.episode, share, "feature drift alone")
+
+
+def _act(
+    settings: PolicySettings,
+    state: EpisodeState,
+    severity: Literal["drift", "critical"],
+    now: float,
+    change: float,
+    reason: str,
+) -> Decision:
+    """One retrain request (drift) or escalation (critical) per episode."""
     cooling = now < state.cooldown_until
     if not cooling:
         state.episode += 1
         state.cooldown_until = now + settings.cooldown_seconds
-    if change >= critical:
+    if severity == "critical":
         if state.escalated_episode == state.episode:
             return Decision("critical", "none", state.episode, change, "episode already escalated")
         state.escalated_episode = state.episode
-        return Decision(
-            "critical", "escalate", state.episode, change, f"change {change:.4g} >= {critical:g}"
-        )
+        return Decision("critical", "escalate", state.episode, change, reason)
     if cooling:
         return Decision(
             "drift", "none", state.episode, change, f"episode {state.episode} is cooling down"
         )
-    return Decision(
-        "drift", "retrain", state.episode, change, f"change {change:.4g} >= {minimum:g}"
-    )
+    return Decision("drift", "retrain", state.episode, change, reason)

@@ -198,7 +198,12 @@ def test_restore_takes_settings_from_this_process_not_the_snapshot() -> None:
     second = MonitorCore(counts)
     second.restore("m", first.snapshot("m"))
     second.process("ground_truth", b"m", _label("p1", 5))
-    version = second.stats().versions["m", "1"]
+    # Version 1's detectors travel in the snapshot with the settings they were built with;
+    # a version first seen here is built with this process's settings.
+    assert second.stats().versions["m", "1"].task == "classification"
+    second.process("predictions", b"m", _prediction("p2", 3, version="2"))
+    second.process("ground_truth", b"m", _label("p2", 5))
+    version = second.stats().versions["m", "2"]
     assert (version.task, version.windowed_metric) == ("regression", 2.0)
 
 
@@ -275,10 +280,13 @@ def test_bad_label_arriving_before_its_prediction_is_the_one_dead_lettered() -> 
     assert core.stats().invalid == Counter({("ground_truth", "schema"): 1})
 
 
-def test_bad_first_pair_does_not_register_the_version() -> None:
+def test_bad_first_pair_is_not_scored() -> None:
     core = MonitorCore(MonitorSettings())
     _pair(core, "p1", 3.5, "tall")
-    assert core.stats().versions == {}
+    # The version exists from its first valid prediction, but nothing was scored.
+    version = core.stats().versions["m", "1"]
+    assert (version.task, version.labelled) == ("regression", 0)
+    assert math.isnan(version.windowed_metric)
 
 
 _GOOD_P, _GOOD_Y = _prediction("p1", "a"), _label("p1", "a")
