@@ -15,6 +15,7 @@ from types import FrameType
 
 from stream_monitor import logs
 from stream_monitor.config import ConfigError, MonitorSettings, load_settings
+from stream_monitor.trainer import cli as trainer_cli
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     monitor.add_argument("--config", type=Path, help="YAML settings file (default: none)")
+
+    trainer_cli.add_parser(commands)
 
     replay = commands.add_parser(
         "replay",
@@ -102,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "trainer":  # has its own settings and environment prefix
+        return trainer_cli.run(args)
     if args.command == "broker":
         from stream_monitor.devbroker.broker import main as broker_main
 

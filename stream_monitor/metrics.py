@@ -100,13 +100,68 @@ class CoreStatsCollector(Collector):
             "Joined events seen for a model version (since its state began).",
             labels=["model_id", "model_version"],
         )
+        unmonitored = GaugeMetricFamily(
+            f"{PREFIX}_features_unmonitored",
+            "Columns beyond the features.max_features cap: counted, not tested.",
+            labels=["model_id", "model_version"],
+        )
         for (model_id, version), v in stats.versions.items():
             target = accuracy if v.task == "classification" else mae
             target.add_metric([model_id, version], v.windowed_metric)
             labelled.add_metric([model_id, version], v.labelled)
+            unmonitored.add_metric([model_id, version], v.unmonitored_features)
         yield accuracy
         yield mae
         yield labelled
+        yield unmonitored
+        yield from _feature_metrics(stats)
+
+
+def _feature_metrics(stats: CoreStats) -> Iterator[Metric]:
+    """Per monitored column (the prediction is ``__prediction__``, a class score
+    ``__score__:<class>``); bounded by ``features.max_features`` per version."""
+    column = ["model_id", "model_version", "feature"]
+    score = GaugeMetricFamily(
+        f"{PREFIX}_feature_drift_score",
+        "Test statistic of a column against its reference (KS distance, chi-square, "
+        "missing or unseen share, ADWIN mean shift in reference standard deviations).",
+        labels=[*column, "test"],
+    )
+    threshold = GaugeMetricFamily(
+        f"{PREFIX}_feature_drift_threshold",
+        "Value of the score beyond which the test rejects.",
+        labels=[*column, "test"],
+    )
+    p_value = GaugeMetricFamily(
+        f"{PREFIX}_feature_drift_p_value",
+        "p-value of the test, where it has one.",
+        labels=[*column, "test"],
+    )
+    psi = GaugeMetricFamily(
+        f"{PREFIX}_feature_psi", "Population stability index against the reference.", labels=column
+    )
+    drifted = GaugeMetricFamily(
+        f"{PREFIX}_feature_drifted",
+        "1 while the column is in a drift episode of any kind, else 0.",
+        labels=column,
+    )
+    missing = GaugeMetricFamily(
+        f"{PREFIX}_feature_missing_ratio",
+        "Share of missing values in the recent window.",
+        labels=column,
+    )
+    for key, feature in stats.features.items():
+        labels = list(key)
+        for test, statistic in feature.tests.items():
+            score.add_metric([*labels, test], statistic.score)
+            if statistic.threshold is not None:
+                threshold.add_metric([*labels, test], statistic.threshold)
+            if statistic.p_value is not None:
+                p_value.add_metric([*labels, test], statistic.p_value)
+        psi.add_metric(labels, feature.psi)
+        drifted.add_metric(labels, 1.0 if feature.drifted else 0.0)
+        missing.add_metric(labels, feature.missing_rate)
+    yield from (score, threshold, p_value, psi, drifted, missing)
 
 
 class MonitorMetrics:

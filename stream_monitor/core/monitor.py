@@ -28,7 +28,7 @@ from stream_monitor.core.events import (
     iso,
     parse_record,
 )
-from stream_monitor.core.features import FeatureDriftTracker, FeatureSignal
+from stream_monitor.core.features import FeatureDriftTracker, FeatureSignal, FeatureStats
 from stream_monitor.core.join import DropReason, Joined, LabelJoin, PendingKind
 from stream_monitor.core.performance import (
     PerformanceSignal,
@@ -70,6 +70,7 @@ class VersionStats:
     windowed_metric: float
     labelled: int
     episode: int
+    unmonitored_features: int
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class CoreStats:
     signals: Counter[tuple[str, str]]
     outputs: Counter[str]
     versions: dict[tuple[str, str], VersionStats]
+    features: dict[tuple[str, str, str], FeatureStats]
+    """By (model_id, model_version, column): the monitored columns at their last test."""
 
 
 class MonitorCore:
@@ -292,6 +295,7 @@ class MonitorCore:
     def stats(self) -> CoreStats:
         pending: dict[PendingKind, int] = {"prediction": 0, "label": 0}
         versions = {}
+        features = {}
         for model_id, model in self._models.items():
             pending["prediction"] += model.join.pending("prediction")
             pending["label"] += model.join.pending("label")
@@ -301,7 +305,10 @@ class MonitorCore:
                     version.tracker.windowed_metric,
                     version.labelled,
                     version.episodes.episode,
+                    version.features.unmonitored,
                 )
+                for column, column_stats in version.features.feature_stats().items():
+                    features[model_id, name, column] = column_stats
         return CoreStats(
             invalid=Counter(self._invalid),
             joined=self._joined,
@@ -310,6 +317,7 @@ class MonitorCore:
             signals=Counter(self._signals),
             outputs=Counter(self._outputs),
             versions=versions,
+            features=features,
         )
 
 

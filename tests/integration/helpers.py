@@ -9,8 +9,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
@@ -18,7 +19,7 @@ from stream_monitor.core.events import unbatch
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario, publish
+from stream_monitor.simulate import Scenario, SimTopic, publish
 
 
 def free_port() -> int:
@@ -140,3 +141,75 @@ def running_monitor(
     if running.errors:
         raise running.errors[0]
     assert not thread.is_alive(), "monitor did not stop within 60 s"
+
+
+def produce_stream(
+    settings: MonitorSettings, events: Iterable[tuple[SimTopic, str, dict[str, Any]]]
+) -> int:
+    """Write ``(topic, key, value)`` events, shaped as :func:`simulate.stream` yields them,
+    to the two input topics in order (``produce_scenario`` for any stream)."""
+    create_topics(settings)
+    names = {
+        "predictions": settings.topics.predictions,
+        "ground_truth": settings.topics.ground_truth,
+    }
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=10)
+    count = 0
+    for topic, key, value in events:
+        producer.send(names[topic], key=key.encode(), value=orjson.dumps(value))
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+class Service(Protocol):
+    """What :func:`running_service` runs: a blocking ``run`` that returns once ``stop`` is set."""
+
+    stop: threading.Event
+
+    def run(self) -> None: ...
+
+
+@dataclass
+class RunningService:
+    service: Service
+    errors: list[BaseException] = field(default_factory=list)
+
+    def healthy(self) -> bool:
+        """True while the service runs; raises what it raised if it died."""
+        if self.errors:
+            raise self.errors[0]
+        return True
+
+
+@contextmanager
+def running_service(service: Service) -> Iterator[RunningService]:
+    """Any service in a background thread; stopped (SIGTERM path) on exit."""
+    running = RunningService(service)
+
+    def target() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # surfaced by healthy() and on exit
+            running.errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield running
+    finally:
+        service.stop.set()
+        thread.join(timeout=60)
+    running.healthy()
+    assert not thread.is_alive(), f"{type(service).__name__} did not stop within 60 s"
+
+
+def committed(bootstrap: str, group_id: str) -> int:
+    """Offsets committed by a consumer group, summed over its partitions."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group_id).get(group_id, {})
+    finally:
+        admin.close()
+    return sum(o.offset for o in offsets.values() if o.offset > 0)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stream_monitor.core.features import FeatureStats, Statistic
 from stream_monitor.core.monitor import CoreStats, VersionStats
 from stream_monitor.metrics import MonitorMetrics
 
@@ -43,6 +44,13 @@ METRICS: dict[str, set[str]] = {
     "stream_monitor_model_accuracy_ratio": {"model_id", "model_version"},
     "stream_monitor_model_mae": {"model_id", "model_version"},
     "stream_monitor_model_labelled_events": {"model_id", "model_version"},
+    "stream_monitor_features_unmonitored": {"model_id", "model_version"},
+    "stream_monitor_feature_drift_score": {"model_id", "model_version", "feature", "test"},
+    "stream_monitor_feature_drift_threshold": {"model_id", "model_version", "feature", "test"},
+    "stream_monitor_feature_drift_p_value": {"model_id", "model_version", "feature", "test"},
+    "stream_monitor_feature_psi": {"model_id", "model_version", "feature"},
+    "stream_monitor_feature_drifted": {"model_id", "model_version", "feature"},
+    "stream_monitor_feature_missing_ratio": {"model_id", "model_version", "feature"},
     "stream_monitor_consumer_lag_records": {"topic"},
     "stream_monitor_checkpoints_total": set(),
     **{f"stream_monitor_batch_processing_seconds{s}": set() for s in _HIST},
@@ -200,8 +208,18 @@ def test_metric_list_matches_exposition() -> None:
         signals=Counter({("adwin", "drift"): 1}),
         outputs=Counter({"retrain_requests": 1}),
         versions={
-            ("clf", "1"): VersionStats("classification", 0.9, 10, 0),
-            ("reg", "1"): VersionStats("regression", 1.5, 10, 0),
+            ("clf", "1"): VersionStats("classification", 0.9, 10, 0, 0),
+            ("reg", "1"): VersionStats("regression", 1.5, 10, 0, 2),
+        },
+        features={
+            ("clf", "1", "x"): FeatureStats(
+                kind="numeric",
+                drifted=("numeric",),
+                tests={"ks": Statistic(0.3, 0.1, 1e-9), "adwin": Statistic(1.2, None, None)},
+                psi=0.4,
+                missing_rate=0.0,
+                reference_missing_rate=0.0,
+            )
         },
     )
     metrics.consumed.labels("predictions").inc()
