@@ -38,6 +38,11 @@ class Scenario:
     start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
     seed: int = 0
     id_prefix: str = "p"
+    shifted_features: tuple[str, ...] = ()
+    """Input features whose mean moves by ``shift`` at ``drift_at`` (covariate drift)."""
+    shift: float = 1.0
+    with_labels: bool = True
+    """False: labels are withheld, as when ground truth is days away."""
 
 
 def stream(s: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
@@ -46,9 +51,11 @@ def stream(s: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
     waiting: deque[dict[str, Any]] = deque()
     for i in range(s.events):
         now_ms = s.start_ms + int(i * s.seconds_between * 1000)
-        features = {f"f{j}": round(rng.gauss(0.0, 1.0), 4) for j in range(s.features)}
-        predicted = "yes" if features["f0"] > 0 else "no"
         drifted = s.drift_at is not None and i >= s.drift_at
+        features = {f"f{j}": round(rng.gauss(0.0, 1.0), 4) for j in range(s.features)}
+        for name in s.shifted_features if drifted else ():
+            features[name] = round(features[name] + s.shift, 4)
+        predicted = "yes" if features["f0"] > 0 else "no"
         accuracy = s.accuracy_after if drifted else s.accuracy_before
         truth = predicted if rng.random() < accuracy else ("no" if predicted == "yes" else "yes")
         prediction_id = f"{s.id_prefix}{i}"
@@ -64,7 +71,8 @@ def stream(s: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
                 "prediction": predicted,
             },
         )
-        waiting.append({"prediction_id": prediction_id, "model_id": s.model_id, "label": truth})
+        if s.with_labels:
+            waiting.append({"prediction_id": prediction_id, "model_id": s.model_id, "label": truth})
         if len(waiting) > s.label_delay:
             yield "ground_truth", s.model_id, {**waiting.popleft(), "timestamp": now_ms}
     end_ms = s.start_ms + int(s.events * s.seconds_between * 1000)
