@@ -10,7 +10,7 @@ and what it expects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,18 +23,19 @@ from pydantic_settings import (
 from stream_monitor.core.features import FeatureDriftSettings
 
 ENV_PREFIX = "STREAM_MONITOR_"
+_Defaults = TypeVar("_Defaults", bound=BaseModel)
 
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message says which and what is expected."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # A misspelt key is an error, not a silently ignored setting.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class KafkaSettings(_Strict):
+class KafkaSettings(StrictModel):
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     group_id: str = Field("stream-monitor", min_length=1)
     client_id: str = "stream-monitor"
@@ -46,7 +47,7 @@ class KafkaSettings(_Strict):
     partitions: int = Field(3, gt=0, description="Partition count for topics created at start.")
 
 
-class TopicSettings(_Strict):
+class TopicSettings(StrictModel):
     predictions: str = "predictions"
     ground_truth: str = "ground-truth"
     drift_events: str = "drift-events"
@@ -58,7 +59,7 @@ class TopicSettings(_Strict):
     model_events: str = "model-events"
 
 
-class JoinSettings(_Strict):
+class JoinSettings(StrictModel):
     max_pending: int = Field(
         100_000, gt=0, description="Per model, for predictions and for early labels each."
     )
@@ -67,7 +68,7 @@ class JoinSettings(_Strict):
     )
 
 
-class PerformanceSettings(_Strict):
+class PerformanceSettings(StrictModel):
     task: Literal["auto", "classification", "regression"] = "auto"
     window_size: int = Field(1000, gt=0, description="Events in the windowed accuracy / MAE.")
     adwin_delta: float = Field(0.002, gt=0, lt=1)
@@ -83,7 +84,7 @@ class PerformanceSettings(_Strict):
     )
 
 
-class PolicySettings(_Strict):
+class PolicySettings(StrictModel):
     min_labelled: int = Field(
         200, ge=0, description="Joined events per version before a drift can ask for a retrain."
     )
@@ -122,7 +123,7 @@ class PolicySettings(_Strict):
         return self
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictModel):
     """Everything that can differ between models."""
 
     performance: PerformanceSettings = PerformanceSettings()
@@ -130,40 +131,33 @@ class ModelSettings(_Strict):
     policy: PolicySettings = PolicySettings()
 
 
-class CheckpointSettings(_Strict):
+class CheckpointSettings(StrictModel):
     every_records: int = Field(50_000, gt=0)
     every_seconds: float = Field(5.0, gt=0)
 
 
-class MonitorSettings(BaseSettings):
-    """Settings of the monitor service (and of ``replay``)."""
+class ServiceSettings(BaseSettings):
+    """What the services' settings share: the YAML file arrives as init arguments and the
+    environment overrides it; ``models`` holds partial per-model overrides of ``defaults``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
-    )
-
-    kafka: KafkaSettings = KafkaSettings()
-    topics: TopicSettings = TopicSettings()
-    join: JoinSettings = JoinSettings()
-    checkpoint: CheckpointSettings = CheckpointSettings()
-    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables /metrics.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    defaults: ModelSettings = ModelSettings()
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-model overrides of `defaults`, by model_id; partial is fine.",
     )
 
-    def for_model(self, model_id: str) -> ModelSettings:
-        """The defaults with this model's overrides applied (any unseen model: the defaults)."""
+    def for_model(self, model_id: str) -> BaseModel:
+        """The defaults with this model's overrides applied."""
+        raise NotImplementedError
+
+    def _overridden(self, model_id: str, defaults: _Defaults) -> _Defaults:
         override = self.models.get(model_id)
         if not override:
-            return self.defaults
-        merged = _deep_merge(self.defaults.model_dump(), override)
+            return defaults
+        merged = deep_merge(defaults.model_dump(), override)
         try:
-            return ModelSettings.model_validate(merged)
+            return type(defaults).model_validate(merged)
         except ValidationError as exc:
-            raise ValueError(_describe(exc, prefix=f"models.{model_id}")) from None
+            raise ValueError(describe_errors(exc, prefix=f"models.{model_id}")) from None
 
     @classmethod
     def settings_customise_sources(
@@ -178,17 +172,40 @@ class MonitorSettings(BaseSettings):
         return env_settings, init_settings
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+class MonitorSettings(ServiceSettings):
+    """Settings of the monitor service (and of ``replay``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    join: JoinSettings = JoinSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables /metrics.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    defaults: ModelSettings = ModelSettings()
+
+    def for_model(self, model_id: str) -> ModelSettings:
+        """The defaults with this model's overrides applied (any unseen model: the defaults)."""
+        return self._overridden(model_id, self.defaults)
+
+
+_Settings = TypeVar("_Settings", bound=ServiceSettings)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def _describe(exc: ValidationError, prefix: str = "") -> str:
+def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
@@ -198,10 +215,10 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: str | Path | None = None) -> MonitorSettings:
-    """Load and validate settings from ``path`` (YAML) plus the environment.
+def load_yaml_settings(cls: type[_Settings], path: str | Path | None = None) -> _Settings:
+    """Load and validate ``cls`` from ``path`` (YAML) plus the environment.
 
-    Raises :class:`ConfigError` with one line per problem.
+    Raises :class:`ConfigError` with one line per problem, per-model overrides included.
     """
     where = "environment and defaults"
     content: dict[str, Any] | None = None
@@ -217,9 +234,9 @@ def load_settings(path: str | Path | None = None) -> MonitorSettings:
             raise ConfigError(f"config file {file} must hold a mapping of settings at top level")
         where = str(file)
     try:
-        settings = MonitorSettings(**(content or {}))
+        settings = cls(**(content or {}))
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings in {where}:\n{_describe(exc)}") from None
+        raise ConfigError(f"invalid settings in {where}:\n{describe_errors(exc)}") from None
     problems = []
     for model_id in settings.models:
         try:
@@ -229,3 +246,8 @@ def load_settings(path: str | Path | None = None) -> MonitorSettings:
     if problems:
         raise ConfigError(f"invalid settings in {where}:\n" + "\n".join(problems))
     return settings
+
+
+def load_settings(path: str | Path | None = None) -> MonitorSettings:
+    """The monitor's settings: :func:`load_yaml_settings` of :class:`MonitorSettings`."""
+    return load_yaml_settings(MonitorSettings, path)

@@ -3,7 +3,9 @@ r"""Two-sample statistics of a current window against a fixed reference, and the
 Every test here asks one question: are the ``m`` values of the current window and the
 ``n`` values of the reference independent draws from one distribution? Each has a
 p-value that is valid (or conservative) under that null hypothesis, which is what lets
-:func:`bonferroni_alpha` turn a tolerated false-alarm rate into thresholds.
+:func:`bonferroni_alpha` turn a tolerated false-alarm rate into thresholds. Valid means
+on average over references: against one fixed reference, every window shares the
+reference's own sampling error, and a test can reject more or less often than its level.
 
 * **Kolmogorov-Smirnov** (:func:`ks_statistic`) for numeric values:
   $D = \sup_x |F_{ref}(x) - F_{cur}(x)|$. Chosen over Wasserstein because its null

@@ -108,7 +108,7 @@ def parse_record(schema: type[_Event], key: bytes | None, value: bytes) -> _Even
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise InvalidRecordError("invalid_json", str(exc.errors()[0]["msg"])) from None
-        raise InvalidRecordError("schema", _short(exc)) from None
+        raise InvalidRecordError("schema", describe_briefly(exc)) from None
     model_id: str = getattr(event, "model_id")  # noqa: B009 - both schemas carry it
     if key != model_id.encode():
         raise InvalidRecordError(
@@ -119,7 +119,8 @@ def parse_record(schema: type[_Event], key: bytes | None, value: bytes) -> _Even
     return event
 
 
-def _short(exc: ValidationError) -> str:
+def describe_briefly(exc: ValidationError) -> str:
+    """The first few problems of a validation error, on one line (for a header)."""
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5]
     )

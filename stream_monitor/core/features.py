@@ -286,19 +286,18 @@ class _NumericGroup:
         # Too few reference values to fill every bin: only the missing rate is tested.
         self.min_valid = MIN_EXPECTED * s.psi_bins
         testable = self.valid_reference >= self.min_valid
-        self.cdf = np.zeros((k, 2 * n + 1))
         self.bounds = np.zeros((k, s.psi_bins + 1), dtype=np.int64)
         codes = np.empty(reference.shape, dtype=dist.code_type(n))
         for j, ref in enumerate(self.sorted):
             codes[j] = dist.rank_codes(ref, reference[j], n)
             if testable[j]:
-                self.cdf[j] = dist.reference_cdf(ref, n)
                 self.bounds[j] = dist.quantile_bounds(ref, s.psi_bins)
         self.reference_bins = dist.bin_counts(np.sort(codes, axis=1), self.bounds, n)
         self.dof = np.array([dist.chi2_dof(b) for b in self.bounds])
         self.mean = np.array([r.mean() if len(r) else 0.0 for r in self.sorted])
         self.std = np.array([r.std() if len(r) else 0.0 for r in self.sorted])
         self.ks_on = testable
+        self.cdf = self._reference_cdfs()
         self.chi2_on = testable & (self.dof > 0)
         self.adwin_on = testable & (self.std > 0)
         self.missing_on = np.array([c.role != "prediction" for c in columns])
@@ -312,6 +311,20 @@ class _NumericGroup:
         self.last_cut = np.full(k, -np.inf)  # when ADWIN last found a change
         self.missing_drifted = np.zeros(k, dtype=bool)
         self.last: dict[str, dist.FloatArray] = {}
+
+    def _reference_cdfs(self) -> dist.FloatArray:
+        cdf = np.zeros((len(self.columns), 2 * self.size + 1))
+        for j in np.flatnonzero(self.ks_on).tolist():
+            cdf[j] = dist.reference_cdf(self.sorted[j], self.size)
+        return cdf
+
+    def __getstate__(self) -> dict[str, object]:
+        # Derived from the sorted reference and 16 KB a column: rebuilt on restore.
+        return {k: v for k, v in self.__dict__.items() if k != "cdf"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.cdf = self._reference_cdfs()
 
     def test_count(self) -> int:
         return int(sum(a.sum() for a in (self.ks_on, self.chi2_on, self.adwin_on, self.missing_on)))

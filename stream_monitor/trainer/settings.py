@@ -16,9 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -33,12 +32,11 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, Ri
 
 from stream_monitor.config import (
     ENV_PREFIX,
-    ConfigError,
     KafkaSettings,
+    ServiceSettings,
+    StrictModel,
     TopicSettings,
-    _deep_merge,
-    _describe,
-    _Strict,
+    load_yaml_settings,
 )
 from stream_monitor.core.performance import Task
 
@@ -78,7 +76,7 @@ examples. Only these classes are built, so only their types are ever serialised.
 MetricName = Literal["accuracy", "balanced_accuracy", "f1_macro", "mae", "rmse", "r2"]
 
 
-class EstimatorSettings(_Strict):
+class EstimatorSettings(StrictModel):
     name: EstimatorName = "hist_gradient_boosting"
     params: dict[str, Any] = Field(
         default_factory=dict,
@@ -95,7 +93,7 @@ class EstimatorSettings(_Strict):
         return self
 
 
-class TrainingSettings(_Strict):
+class TrainingSettings(StrictModel):
     """Everything that can differ between models."""
 
     estimator: EstimatorSettings = EstimatorSettings()
@@ -152,7 +150,7 @@ class TrainerKafkaSettings(KafkaSettings):
     )
 
 
-class TrainerSettings(BaseSettings):
+class TrainerSettings(ServiceSettings):
     """Settings of the trainer service."""
 
     model_config = SettingsConfigDict(
@@ -173,61 +171,12 @@ class TrainerSettings(BaseSettings):
     metrics_port: int = Field(9109, ge=0, le=65535, description="0 disables /metrics.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     defaults: TrainingSettings = TrainingSettings()
-    models: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="Per-model overrides of `defaults`, by model_id; partial is fine.",
-    )
-
-    @model_validator(mode="after")
-    def _overrides_are_valid(self) -> TrainerSettings:
-        for model_id in self.models:
-            self.for_model(model_id)  # raises with the field path of a bad override
-        return self
 
     def for_model(self, model_id: str) -> TrainingSettings:
         """The defaults with this model's overrides applied (any unseen model: the defaults)."""
-        override = self.models.get(model_id)
-        if not override:
-            return self.defaults
-        try:
-            return TrainingSettings.model_validate(
-                _deep_merge(self.defaults.model_dump(), override)
-            )
-        except ValidationError as exc:
-            raise ValueError(_describe(exc, prefix=f"models.{model_id}")) from None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init arguments; the environment overrides it.
-        return env_settings, init_settings
+        return self._overridden(model_id, self.defaults)
 
 
 def load_trainer_settings(path: str | Path | None = None) -> TrainerSettings:
-    """Load and validate settings from ``path`` (YAML) plus the environment.
-
-    Raises :class:`~stream_monitor.config.ConfigError` with one line per problem.
-    """
-    where = "environment and defaults"
-    content: dict[str, Any] | None = None
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} does not exist or is not a file")
-        try:
-            content = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
-        if content is not None and not isinstance(content, dict):
-            raise ConfigError(f"config file {file} must hold a mapping of settings at top level")
-        where = str(file)
-    try:
-        return TrainerSettings(**(content or {}))
-    except ValidationError as exc:
-        raise ConfigError(f"invalid settings in {where}:\n{_describe(exc)}") from None
+    """The trainer's settings: :func:`~stream_monitor.config.load_yaml_settings`."""
+    return load_yaml_settings(TrainerSettings, path)

@@ -40,7 +40,7 @@ from stream_monitor.core.events import (
     NonEmpty,
     Output,
     OutputTopic,
-    _short,
+    describe_briefly,
     deterministic_id,
     envelope,
     iso,
@@ -130,7 +130,7 @@ def parse_request(value: bytes) -> RetrainRequest:
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise InvalidRecordError("invalid_json", str(exc.errors()[0]["msg"])) from None
-        raise InvalidRecordError("schema", _short(exc)) from None
+        raise InvalidRecordError("schema", describe_briefly(exc)) from None
 
 
 # ---- metrics and estimators ----------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+import yaml
 
 from stream_monitor.config import ConfigError
 from stream_monitor.trainer.settings import TrainerSettings, load_trainer_settings
@@ -34,9 +34,15 @@ def test_defaults_and_per_model_overrides() -> None:
         ({"m": {"promotion_marign": 0.1}}, "promotion_marign"),
     ],
 )
-def test_bad_overrides_name_the_field(models: dict[str, object], message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
-        TrainerSettings(models=models)
+def test_bad_overrides_name_the_field(
+    models: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainerSettings(models=models).for_model("m")
+    config = tmp_path / "trainer.yaml"
+    config.write_text(yaml.safe_dump({"models": models}))
+    with pytest.raises(ConfigError, match=message):
+        load_trainer_settings(config)
 
 
 def test_environment_overrides_with_its_own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
