@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from stream_monitor import logs
 from stream_monitor.config import ConfigError, MonitorSettings, load_settings
@@ -137,30 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _monitor(settings: MonitorSettings) -> int:
-    from prometheus_client import start_http_server
-
+    from stream_monitor.kafka.runner import serve
     from stream_monitor.kafka.service import MonitorService
-    from stream_monitor.kafka.topics import StartupError
     from stream_monitor.metrics import MonitorMetrics
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     metrics = MonitorMetrics()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.registry)
-        log.info("metrics served", extra={"port": settings.metrics_port})
-    try:
-        MonitorService(settings, metrics, stop).run()
-    except StartupError as exc:
-        print(f"stream-monitor: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return serve(
+        "stream-monitor",
+        lambda stop: MonitorService(settings, metrics, stop),
+        metrics.registry,
+        settings.metrics_port,
+    )
 
 
 def _simulate(settings: MonitorSettings, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,6 +83,15 @@ def stream(s: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
 def publish(settings: MonitorSettings, scenario: Scenario, rate: float = 0.0) -> int:
     """Write the scenario to the configured input topics at ``rate`` predictions/s
     (0: as fast as possible); returns the number of records written."""
+    return publish_events(settings, stream(scenario), rate)
+
+
+def publish_events(
+    settings: MonitorSettings,
+    events: Iterable[tuple[SimTopic, str, dict[str, Any]]],
+    rate: float = 0.0,
+) -> int:
+    """Write ``(topic, key, value)`` events, as :func:`stream` yields them, in order."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20)
     topics = {
         "predictions": settings.topics.predictions,
@@ -90,7 +99,7 @@ def publish(settings: MonitorSettings, scenario: Scenario, rate: float = 0.0) ->
     }
     started = time.monotonic()
     count = 0
-    for count, (topic, key, value) in enumerate(stream(scenario), start=1):
+    for count, (topic, key, value) in enumerate(events, start=1):
         producer.send(topics[topic], key=key.encode(), value=orjson.dumps(value))
         if rate and count % 100 == 0:
             # Two records (prediction + label) per simulated prediction.

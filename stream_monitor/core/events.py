@@ -209,6 +209,18 @@ class Output:
         return Output(topic, key.encode(), orjson.dumps(body), timestamp=timestamp)
 
 
+def dead_letter(
+    source_topic: str, key: bytes | None, value: bytes, error: InvalidRecordError
+) -> Output:
+    """The record exactly as it came, with headers saying why it was refused."""
+    headers = (
+        ("error.reason", error.reason.encode()),
+        ("error.detail", error.detail.encode()[:1000]),
+        ("source.topic", source_topic.encode()),
+    )
+    return Output("dead_letter", key, value, headers)
+
+
 BATCH_CONTENT_TYPE = b"application/cloudevents-batch+json"
 MAX_BATCH_BYTES = 512 * 1024  # well under Kafka's 1 MB default record limit
 

@@ -22,6 +22,7 @@ from stream_monitor.core.events import (
     Output,
     OutputTopic,
     Prediction,
+    dead_letter,
     deterministic_id,
     envelope,
     envelope_with_raw,
@@ -228,12 +229,7 @@ class MonitorCore:
     ) -> Output:
         self._invalid[topic, exc.reason] += 1
         self._outputs["dead_letter"] += 1
-        headers = (
-            ("error.reason", exc.reason.encode()),
-            ("error.detail", exc.detail.encode()[:1000]),
-            ("source.topic", topic.encode()),
-        )
-        return Output("dead_letter", key, value, headers)
+        return dead_letter(topic, key, value, exc)
 
     # ---- state ---------------------------------------------------------------------
 

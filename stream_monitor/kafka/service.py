@@ -22,8 +22,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.consumer.fetcher import ConsumerRecord
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -31,6 +30,7 @@ from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import Output, batched
 from stream_monitor.core.monitor import InputTopic, MonitorCore
 from stream_monitor.kafka import state
+from stream_monitor.kafka.output import OutputProducer
 from stream_monitor.kafka.topics import STATE_MAX_MESSAGE_BYTES, ensure_topics
 from stream_monitor.metrics import MonitorMetrics
 
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 # Bigger fetches than kafka-python's 1 MB default: fewer round trips per record.
 FETCH_BYTES = 8 * 1024 * 1024
-
-
-class DeliveryError(Exception):
-    """The broker did not acknowledge an output; offsets stay uncommitted."""
 
 
 class MonitorService:
@@ -62,7 +58,6 @@ class MonitorService:
             topics.predictions: "predictions",
             topics.ground_truth: "ground_truth",
         }
-        self._output_topic: dict[str, str] = topics.model_dump()
         self._client: dict[str, Any] = {
             "bootstrap_servers": settings.kafka.bootstrap_servers,
             "client_id": settings.kafka.client_id,
@@ -72,10 +67,9 @@ class MonitorService:
         self._partition_of: dict[bytes, TopicPartition] = {}
         self._touched: set[bytes] = set()
         self._next_offsets: dict[TopicPartition, int] = {}
-        self._failures: list[BaseException] = []
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._producer: KafkaProducer | None = None
+        self._producer: OutputProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._model_events: KafkaConsumer | None = None
 
@@ -88,9 +82,9 @@ class MonitorService:
             ensure_topics(admin, self.settings.kafka, self.settings.topics)
         finally:
             admin.close()
-        self._producer = KafkaProducer(
+        self._producer = OutputProducer(
+            self.settings.topics,
             **self._client,
-            acks="all",
             linger_ms=20,
             batch_size=256 * 1024,
             max_request_size=STATE_MAX_MESSAGE_BYTES,
@@ -152,13 +146,13 @@ class MonitorService:
                     if output.topic == "labelled_examples":
                         examples[output.key].append(output)
                     else:
-                        self._send(output, record)
+                        self._producer.send(output, record)
             self._next_offsets[tp] = records[-1].offset + 1
             self._since_checkpoint += len(records)
             self.metrics.consumed.labels(tp.topic).inc(len(records))
         for per_model in examples.values():
             for record in batched(per_model):
-                self._send(record)
+                self._producer.send(record)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.core.stats = self.core.stats()
         self._report_lag()
@@ -185,31 +179,6 @@ class MonitorService:
             self.core.restore(key.decode(), snapshot)
             log.info("model state restored", extra={"model_id": key.decode()})
 
-    def _send(self, output: Output, source: ConsumerRecord | None = None) -> None:
-        assert self._producer is not None
-        headers = list(output.headers)
-        if source is not None and output.topic == "dead_letter":
-            headers += [
-                ("source.partition", str(source.partition).encode()),
-                ("source.offset", str(source.offset).encode()),
-            ]
-        timestamp_ms = None if output.timestamp is None else int(output.timestamp * 1000)
-        future = self._producer.send(
-            self._output_topic[output.topic],
-            value=output.value,
-            key=output.key,
-            headers=headers,
-            timestamp_ms=timestamp_ms,
-        )
-        future.add_errback(self._failures.append)
-
-    def _flush(self) -> None:
-        assert self._producer is not None
-        self._producer.flush()
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryError(f"{len(failures)} outputs not delivered: {failures[0]!r}")
-
     # ---- checkpoints ---------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
@@ -227,12 +196,12 @@ class MonitorService:
         for key in self._touched:
             model_id = key.decode(errors="replace")
             if model_id in known:
-                self._producer.send(
+                self._producer.send_raw(
                     self.settings.topics.monitor_state,
-                    key=key,
-                    value=state.encode(self.core.snapshot(model_id)),
-                ).add_errback(self._failures.append)
-        self._flush()
+                    key,
+                    state.encode(self.core.snapshot(model_id)),
+                )
+        self._producer.flush()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._next_offsets.items()
         }

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 from stream_monitor import logs
 
@@ -43,10 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the trainer until SIGTERM or SIGINT; 2 for unusable settings or topics."""
-    from prometheus_client import start_http_server
-
     from stream_monitor.config import ConfigError
-    from stream_monitor.kafka.topics import StartupError
+    from stream_monitor.kafka.runner import serve
     from stream_monitor.trainer.metrics import TrainerMetrics
     from stream_monitor.trainer.service import TrainerService
     from stream_monitor.trainer.settings import load_trainer_settings
@@ -57,23 +52,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"stream-monitor trainer: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info(
-            "stopping after the current request", extra={"signal": signal.Signals(signum).name}
-        )
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     metrics = TrainerMetrics()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.registry)
-        log.info("metrics served", extra={"port": settings.metrics_port})
-    try:
-        TrainerService(settings, metrics, stop).run()
-    except StartupError as exc:
-        print(f"stream-monitor trainer: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return serve(
+        "stream-monitor trainer",
+        lambda stop: TrainerService(settings, metrics, stop),
+        metrics.registry,
+        settings.metrics_port,
+    )

@@ -22,13 +22,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from stream_monitor.core.events import InvalidRecordError, Output
-from stream_monitor.kafka.service import FETCH_BYTES, DeliveryError
+from stream_monitor.core.events import InvalidRecordError, dead_letter
+from stream_monitor.kafka.output import OutputProducer
+from stream_monitor.kafka.service import FETCH_BYTES
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.trainer.metrics import TrainerMetrics
 from stream_monitor.trainer.registry import ModelRegistry
@@ -59,9 +60,7 @@ class TrainerService:
             "bootstrap_servers": settings.kafka.bootstrap_servers,
             "client_id": settings.kafka.client_id,
         }
-        self._output_topic: dict[str, str] = settings.topics.model_dump()
-        self._failures: list[BaseException] = []
-        self._producer: KafkaProducer | None = None
+        self._producer: OutputProducer | None = None
         self._consumer: KafkaConsumer | None = None
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -77,7 +76,7 @@ class TrainerService:
             ensure_topics(admin, kafka, self.settings.topics)
         finally:
             admin.close()
-        self._producer = KafkaProducer(**self._client, acks="all", linger_ms=5)
+        self._producer = OutputProducer(self.settings.topics, **self._client, linger_ms=5)
         self._consumer = KafkaConsumer(
             **self._client,
             group_id=kafka.group_id,
@@ -123,8 +122,11 @@ class TrainerService:
                     "offset": record.offset,
                 },
             )
-            self._send(dead_letter(record, exc))
-            self._flush()
+            assert self._producer is not None
+            self._producer.send(
+                dead_letter("retrain_requests", record.key, record.value, exc), record
+            )
+            self._producer.flush()
         else:
             self._answer(request)
         self._commit(record)
@@ -150,9 +152,10 @@ class TrainerService:
             return
         if outcome is not None and outcome.candidate is not None:
             self.metrics.training_seconds.observe(time.perf_counter() - started)
+        assert self._producer is not None
         for output in record.events:
-            self._send(output)
-        self._flush()
+            self._producer.send(output)
+        self._producer.flush()
         self.registry.record_request(replace(record, done=True))
         self.metrics.answered(record, outcome)
         log.info(
@@ -181,37 +184,6 @@ class TrainerService:
                 "commit refused after a rebalance",
                 extra={"partition": record.partition, "offset": record.offset, "error": str(exc)},
             )
-
-    def _send(self, output: Output) -> None:
-        assert self._producer is not None
-        timestamp_ms = None if output.timestamp is None else int(output.timestamp * 1000)
-        future = self._producer.send(
-            self._output_topic[output.topic],
-            value=output.value,
-            key=output.key,
-            headers=list(output.headers),
-            timestamp_ms=timestamp_ms,
-        )
-        future.add_errback(self._failures.append)
-
-    def _flush(self) -> None:
-        assert self._producer is not None
-        self._producer.flush()
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryError(f"{len(failures)} outputs not delivered: {failures[0]!r}")
-
-
-def dead_letter(record: ConsumerRecord, exc: InvalidRecordError) -> Output:
-    """The request as it came, with the monitor's dead-letter headers saying why."""
-    headers = (
-        ("error.reason", exc.reason.encode()),
-        ("error.detail", exc.detail.encode()[:1000]),
-        ("source.topic", b"retrain_requests"),
-        ("source.partition", str(record.partition).encode()),
-        ("source.offset", str(record.offset).encode()),
-    )
-    return Output("dead_letter", record.key, record.value, headers)
 
 
 def read_between(

@@ -7,19 +7,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import unbatch
+from stream_monitor.kafka.runner import Service
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario, SimTopic, publish
+from stream_monitor.simulate import Scenario, SimTopic, publish, publish_events
 
 
 def free_port() -> int:
@@ -100,47 +100,23 @@ def wait_until(
     condition: Callable[[], bool],
     timeout: float,
     what: str,
-    monitor: RunningMonitor | None = None,
+    monitor: RunningService | None = None,
 ) -> None:
     """Poll ``condition``; fail at once if ``monitor`` died meanwhile."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if monitor is not None and monitor.errors:
-            raise monitor.errors[0]
+        if monitor is not None:
+            monitor.healthy()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.25)
 
 
-@dataclass
-class RunningMonitor:
-    service: MonitorService
-    errors: list[BaseException] = field(default_factory=list)
-
-
-@contextmanager
 def running_monitor(
     settings: MonitorSettings, metrics: MonitorMetrics | None = None
-) -> Iterator[RunningMonitor]:
-    """The real service in a background thread; stopped (SIGTERM path) on exit."""
-    running = RunningMonitor(MonitorService(settings, metrics or MonitorMetrics()))
-
-    def target() -> None:
-        try:
-            running.service.run()
-        except BaseException as exc:  # surfaced by wait_until and on exit
-            running.errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield running
-    finally:
-        running.service.stop.set()
-        thread.join(timeout=60)
-    if running.errors:
-        raise running.errors[0]
-    assert not thread.is_alive(), "monitor did not stop within 60 s"
+) -> AbstractContextManager[RunningService]:
+    """The real monitor service in a background thread; stopped (SIGTERM path) on exit."""
+    return running_service(MonitorService(settings, metrics or MonitorMetrics()))
 
 
 def produce_stream(
@@ -149,26 +125,7 @@ def produce_stream(
     """Write ``(topic, key, value)`` events, shaped as :func:`simulate.stream` yields them,
     to the two input topics in order (``produce_scenario`` for any stream)."""
     create_topics(settings)
-    names = {
-        "predictions": settings.topics.predictions,
-        "ground_truth": settings.topics.ground_truth,
-    }
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=10)
-    count = 0
-    for topic, key, value in events:
-        producer.send(names[topic], key=key.encode(), value=orjson.dumps(value))
-        count += 1
-    producer.flush()
-    producer.close()
-    return count
-
-
-class Service(Protocol):
-    """What :func:`running_service` runs: a blocking ``run`` that returns once ``stop`` is set."""
-
-    stop: threading.Event
-
-    def run(self) -> None: ...
+    return publish_events(settings, events)
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""Producing the core's outputs: topic names from settings, delivery checked at flush."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+
+from stream_monitor.config import TopicSettings
+from stream_monitor.core.events import Output
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge an output; offsets must stay uncommitted."""
+
+
+class OutputProducer:
+    """A producer for :class:`Output` records.
+
+    ``send`` returns at once (kafka-python sends in the background); ``flush`` waits for
+    every acknowledgement and raises :class:`DeliveryError` if any send failed, so a
+    service commits offsets only after a successful flush.
+    """
+
+    def __init__(self, topics: TopicSettings, **producer_config: Any) -> None:
+        self._names: dict[str, str] = topics.model_dump()
+        self._producer = KafkaProducer(acks="all", **producer_config)
+        self._failures: list[BaseException] = []
+
+    def send(self, output: Output, source: ConsumerRecord | None = None) -> None:
+        """Send one output; a dead letter also names the partition and offset it came from."""
+        headers = list(output.headers)
+        if source is not None and output.topic == "dead_letter":
+            headers += [
+                ("source.partition", str(source.partition).encode()),
+                ("source.offset", str(source.offset).encode()),
+            ]
+        self.send_raw(
+            self._names[output.topic],
+            output.key,
+            output.value,
+            headers,
+            None if output.timestamp is None else int(output.timestamp * 1000),
+        )
+
+    def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        future = self._producer.send(
+            topic, value=value, key=key, headers=headers or [], timestamp_ms=timestamp_ms
+        )
+        future.add_errback(self._failures.append)
+
+    def flush(self) -> None:
+        self._producer.flush()
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{len(failures)} outputs not delivered: {failures[0]!r}")
+
+    def close(self) -> None:
+        self._producer.close()
