@@ -9,10 +9,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream_monitor import logs
 from stream_monitor.config import ConfigError, MonitorSettings, load_settings
+from stream_monitor.core.events import Prediction
+from stream_monitor.reference import load_references
 from stream_monitor.trainer import cli as trainer_cli
+
+if TYPE_CHECKING:
+    from stream_monitor.core.monitor import MonitorCore
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return broker_main(args.args)
     try:
         settings = load_settings(getattr(args, "config", None))
+        references = load_references(settings)
     except ConfigError as exc:
         print(f"stream-monitor: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
     if args.command == "monitor":
-        return _monitor(settings)
+        return _monitor(settings, references)
     if args.command == "replay":
-        return _replay(settings, args.input)
+        from stream_monitor.core.monitor import MonitorCore
+
+        return _replay(MonitorCore(settings, references), args.input)
     if args.command == "simulate":
         return _simulate(settings, args)
     from stream_monitor.demo import run_demo
@@ -133,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
 
-def _monitor(settings: MonitorSettings) -> int:
+def _monitor(settings: MonitorSettings, references: dict[str, list[Prediction]]) -> int:
     from stream_monitor.kafka.runner import serve
     from stream_monitor.kafka.service import MonitorService
     from stream_monitor.metrics import MonitorMetrics
@@ -141,7 +150,7 @@ def _monitor(settings: MonitorSettings) -> int:
     metrics = MonitorMetrics()
     return serve(
         "stream-monitor",
-        lambda stop: MonitorService(settings, metrics, stop),
+        lambda stop: MonitorService(settings, metrics, stop, references),
         metrics.registry,
         settings.metrics_port,
     )
@@ -168,7 +177,7 @@ def _simulate(settings: MonitorSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(settings: MonitorSettings, path: Path) -> int:
+def _replay(core: MonitorCore, path: Path) -> int:
     from stream_monitor.replay import BadLine, replay
 
     try:
@@ -178,7 +187,7 @@ def _replay(settings: MonitorSettings, path: Path) -> int:
         return 2
     bad = 0
     with source:
-        for item in replay(settings, source):
+        for item in replay(core.settings, source, core):
             if isinstance(item, BadLine):
                 bad += 1
                 print(f"{path}:{item.line}: skipped: {item.reason}", file=sys.stderr)

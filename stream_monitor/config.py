@@ -129,6 +129,11 @@ class ModelSettings(StrictModel):
     performance: PerformanceSettings = PerformanceSettings()
     features: FeatureDriftSettings = FeatureDriftSettings()
     policy: PolicySettings = PolicySettings()
+    reference_file: Path | None = Field(
+        None,
+        description="JSONL of prediction events (the predictions contract) forming every "
+        "version's feature reference, instead of the version's first events.",
+    )
 
 
 class CheckpointSettings(StrictModel):

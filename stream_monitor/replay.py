@@ -30,7 +30,9 @@ class BadLine:
 def replay(
     settings: MonitorSettings, lines: Iterable[bytes | str], core: MonitorCore | None = None
 ) -> Iterator[dict[str, Any] | BadLine]:
-    """Yield each emitted event as a dict, or a :class:`BadLine` for an unusable line."""
+    """Yield each emitted event as a dict, or a :class:`BadLine` for an unusable line.
+
+    ``core``: one built with reference files, or by default a fresh one without."""
     core = core or MonitorCore(settings)
     topics = settings.topics
     inputs: dict[str, InputTopic] = {

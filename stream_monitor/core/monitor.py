@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,8 +108,15 @@ class MonitorCore:
     ['dead_letter']
     """
 
-    def __init__(self, settings: MonitorSettings) -> None:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        references: Mapping[str, Sequence[Prediction]] | None = None,
+    ) -> None:
+        """``references``: by model_id, the prediction events of its ``reference_file``
+        (see :func:`stream_monitor.reference.load_references`)."""
         self.settings = settings
+        self._references = references or {}
         self._models: dict[str, ModelState] = {}
         self._unapplied: dict[str, list[bytes]] = {}
         self._invalid: Counter[tuple[str, str]] = Counter()
@@ -174,10 +182,13 @@ class MonitorCore:
             task = settings.performance.task
             if task == "auto":
                 task = infer_task(prediction.prediction, prediction.scores is not None)
-            version = VersionState(
-                PerformanceTracker(settings.performance, task),
-                FeatureDriftTracker(settings.features, task),
-            )
+            features = FeatureDriftTracker(settings.features, task)
+            # A reference given in a file takes the place of the version's first events.
+            for event in self._references.get(prediction.model_id, ())[
+                : settings.features.reference_size
+            ]:
+                features.update(event.features, event.prediction, event.scores)
+            version = VersionState(PerformanceTracker(settings.performance, task), features)
             model.versions[prediction.model_version] = version
         return version
 

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
@@ -27,7 +28,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.core.events import Output, batched
+from stream_monitor.core.events import Output, Prediction, batched
 from stream_monitor.core.monitor import InputTopic, MonitorCore
 from stream_monitor.kafka import state
 from stream_monitor.kafka.output import OutputProducer
@@ -48,11 +49,12 @@ class MonitorService:
         settings: MonitorSettings,
         metrics: MonitorMetrics,
         stop: threading.Event | None = None,
+        references: Mapping[str, Sequence[Prediction]] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.stop = stop or threading.Event()
-        self.core = MonitorCore(settings)
+        self.core = MonitorCore(settings, references)
         topics = settings.topics
         self._input: dict[str, InputTopic] = {
             topics.predictions: "predictions",
