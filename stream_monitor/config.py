@@ -110,6 +110,12 @@ class PolicySettings(StrictModel):
         description="Share of monitored input features drifting at once (two or more) "
         "that escalates.",
     )
+    retrain_after_labels: int = Field(
+        500,
+        ge=0,
+        description="Labelled events to wait for after a drift before asking for a retrain, "
+        "so the training window holds the new behaviour (0: ask at once).",
+    )
     training_window_seconds: float = Field(
         7 * 86_400.0, gt=0, description="Labelled data a retrain request asks to train on."
     )

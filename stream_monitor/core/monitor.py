@@ -53,6 +53,9 @@ class VersionState:
     features: FeatureDriftTracker
     episodes: EpisodeState = field(default_factory=EpisodeState)
     labelled: int = 0
+    deferred_request: tuple[int, dict[str, Any]] | None = None
+    """A decided retrain request waiting for labels after the drift: (due at this many
+    labelled events, its data)."""
 
 
 @dataclass(slots=True)
@@ -222,6 +225,9 @@ class MonitorCore:
         self._joined += 1
 
         outputs = [_labelled_example(joined, version.tracker.task)]
+        if version.deferred_request and version.labelled >= version.deferred_request[0]:
+            outputs.append(_retrain_request(model, version.deferred_request[1], label.timestamp))
+            version.deferred_request = None
         for signal in version.tracker.update(error):
             decision = decide(
                 model.settings.policy,
@@ -387,7 +393,9 @@ def _decision_outputs(
         "upstream changes for this model before retraining."
     )
     signal_id = ("performance", signal.detector, signal.observations)
-    return _signal_events(model, p, now, "performance", signal_id, evidence, decision, advice)
+    return _signal_events(
+        model, version, p, now, "performance", signal_id, evidence, decision, advice
+    )
 
 
 def _feature_outputs(
@@ -427,11 +435,14 @@ def _feature_outputs(
         "feature" if any(s.kind not in ("prediction", "score") for s in signals) else "prediction"
     )
     signal_id = ("features", version.features.observations)
-    return _signal_events(model, prediction, now, kind, signal_id, evidence, decision, advice)
+    return _signal_events(
+        model, version, prediction, now, kind, signal_id, evidence, decision, advice
+    )
 
 
 def _signal_events(
     model: ModelState,
+    version: VersionState,
     prediction: Prediction,
     now: float,
     kind: str,
@@ -452,6 +463,9 @@ def _signal_events(
         "reason": decision.reason,
         "evidence": evidence,
     }
+    wait = model.settings.policy.retrain_after_labels
+    if decision.action == "retrain":
+        data["retrain_after_labels"] = wait
     event_id = deterministic_id("signal", model_id, model_version, *signal_id)
     outputs = [
         Output.event(
@@ -461,14 +475,21 @@ def _signal_events(
             timestamp=now,
         )
     ]
-    if decision.action == "retrain":
-        window = model.settings.policy.training_window_seconds
-        data["training_window"] = {"start": iso(now - window), "end": iso(now)}
-        outputs.append(_episode_event("retrain_requests", "retrain.requested", data, now))
+    if decision.action == "retrain" and wait:
+        version.deferred_request = (version.labelled + wait, data)
+    elif decision.action == "retrain":
+        outputs.append(_retrain_request(model, data, now))
     elif decision.action == "escalate":
         data["advice"] = advice
         outputs.append(_episode_event("escalations", "escalation", data, now))
     return outputs
+
+
+def _retrain_request(model: ModelState, data: dict[str, Any], now: float) -> Output:
+    """The episode's retrain request, asking for the labelled data up to ``now``."""
+    window = model.settings.policy.training_window_seconds
+    request = {**data, "training_window": {"start": iso(now - window), "end": iso(now)}}
+    return _episode_event("retrain_requests", "retrain.requested", request, now)
 
 
 def _episode_event(topic: OutputTopic, kind: str, data: dict[str, Any], now: float) -> Output:

@@ -54,8 +54,8 @@ WINDOW_SECONDS = 60.0
 """The monitor's training window: 600 predictions at one every 0.1 s."""
 
 ROTATED = Scenario(events=3000, drift_at=1500, label_delay=20, features=4, seed=0)
-"""After the drift the truth is ``f0 + 0.6 * f1 > 0``: the serving model (``f0 > 0``)
-drops to about 0.83, and a model trained on the new labels can learn it."""
+"""After the drift the truth is ``f0 + 1.2 * f1 > 0``: the serving model (``f0 > 0``)
+drops to about 0.72, and a model trained on the new labels can learn it."""
 
 NOISE = Scenario(events=3000, drift_at=1500, label_delay=20, features=4, accuracy_after=0.7, seed=0)
 """After the drift 30 % of the labels disagree with any function of the features:
@@ -79,7 +79,7 @@ def _rotated(scenario: Scenario) -> Iterator[tuple[SimTopic, str, dict[str, Any]
         if int(value["prediction_id"][len(scenario.id_prefix) :]) < scenario.drift_at:
             yield topic, key, value
         else:
-            yield topic, key, {**value, "label": "yes" if f["f0"] + 0.6 * f["f1"] > 0 else "no"}
+            yield topic, key, {**value, "label": "yes" if f["f0"] + 1.2 * f["f1"] > 0 else "no"}
 
 
 def _monitored(

@@ -99,9 +99,35 @@ def test_retrain_request_carries_the_evidence(drop_outputs: list[Output]) -> Non
     assert evidence["change"] == pytest.approx(evidence["before"] - evidence["after"])
     assert evidence["window_size"] == 1000
     assert DRIFT_AT < evidence["observations"] <= evidence["labelled"] < DRIFT_AT + 1000
-    assert evidence["detected_at"] == request["time"]
+    # Asked for once 500 more labels arrived, so the window holds the new behaviour.
+    assert data["retrain_after_labels"] == 500
+    assert evidence["detected_at"] < request["time"]
     assert data["training_window"]["end"] == request["time"]
     assert data["training_window"]["start"] < data["training_window"]["end"]
+
+
+def test_without_a_wait_the_request_comes_with_the_detection(drop_records: list[Record]) -> None:
+    settings = MonitorSettings(defaults={"policy": {"retrain_after_labels": 0}})
+    (request,) = _events(_run(MonitorCore(settings), drop_records), "retrain_requests")
+    assert request["data"]["evidence"]["detected_at"] == request["time"]
+
+
+def test_a_promotion_cancels_a_waiting_request(drop_records: list[Record]) -> None:
+    core = MonitorCore(MonitorSettings())
+    detected = next(
+        i
+        for i in range(len(drop_records))
+        if any(o.topic == "drift_events" for o in core.process(*drop_records[i]))
+        and core.stats().versions["demo-model", "1"].episode == 1
+    )
+    promoted = {
+        "id": "e1",
+        "type": "stream_monitor.model.promoted",
+        "data": {"model_id": "demo-model", "production_version": "1"},
+    }
+    assert core.apply_model_event(json.dumps(promoted).encode())
+    later = _run(core, drop_records[detected + 1 :])
+    assert _events(later, "retrain_requests") == []
 
 
 def test_retrain_request_is_also_recorded_as_a_drift_event(drop_outputs: list[Output]) -> None:
