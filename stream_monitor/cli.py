@@ -65,18 +65,36 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="start a local broker, simulate a model whose accuracy drops, watch it caught",
+        help="the closed loop on a local broker: drift, detection, retraining, recovery",
         description="Starts the local Kafka broker (downloaded from Maven Central on first "
-        "use), produces predictions and delayed labels with an accuracy drop in the middle, "
-        "runs the monitor, and shows the drift being caught and the retrain request.",
+        "use) and runs, in this process, a serving app whose model comes from a fresh "
+        "registry, the monitor and the trainer. The stream's concept changes half-way; the "
+        "monitor asks for a retrain, the trainer validates a candidate against production "
+        "and promotes or rejects it, and the serving app reloads on promotion. Ends with a "
+        "summary and a PNG timeline; exit status 0 when the scenario's story happened.",
     )
-    demo.add_argument("--events", type=int, default=20_000, help="predictions to simulate")
+    demo.add_argument(
+        "--scenario",
+        choices=["recoverable", "unfixable"],
+        default="recoverable",
+        help="recoverable: a new concept that retraining learns (default); unfixable: "
+        "label noise that retraining cannot beat, which ends in an escalation",
+    )
+    demo.add_argument("--quick", action="store_true", help="short mode: 6,000 predictions at 600/s")
+    demo.add_argument(
+        "--events", type=int, help="predictions to serve (default 12,000; --quick 6,000)"
+    )
+    demo.add_argument(
+        "--rate", type=float, help="predictions per second (default 200; --quick 600; 0: no limit)"
+    )
+    demo.add_argument(
+        "--output",
+        type=Path,
+        help="directory for the run's registry and timeline PNG (default: a temporary one)",
+    )
     demo.add_argument("--port", type=int, default=9092, help="local broker port")
     demo.add_argument(
         "--bootstrap", help="use this running broker instead of starting the local one"
-    )
-    demo.add_argument(
-        "--rate", type=float, default=2000.0, help="predictions per second (0: no limit)"
     )
     demo.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (0: off)")
     demo.add_argument("--keep-broker", action="store_true", help="leave the broker running")
@@ -133,13 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_demo(
         settings,
+        scenario=args.scenario,
+        quick=args.quick,
         events=args.events,
+        rate=args.rate,
+        output=args.output,
         port=args.port,
         metrics_port=args.metrics_port,
         keep_broker=args.keep_broker,
         bootstrap=args.bootstrap,
-        rate=args.rate,
-    )
+    ).exit_status
 
 
 def _monitor(settings: MonitorSettings, references: dict[str, list[Prediction]]) -> int:
