@@ -43,7 +43,6 @@ at once in a few vectorised passes over the window, whatever the reference's siz
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -378,13 +377,3 @@ def normal_two_sided_critical(alpha: float) -> float:
     1.96
     """
     return float(special.ndtri(1.0 - alpha / 2.0))
-
-
-def missing_rate(values: ArrayLike) -> float:
-    """Share of missing (NaN) values; NaN for an empty input.
-
-    >>> missing_rate([1.0, float("nan"), 3.0, float("nan")])
-    0.5
-    """
-    v = np.asarray(values, dtype=np.float64)
-    return float(np.isnan(v).mean()) if v.size else math.nan

@@ -47,21 +47,6 @@ finds that began before the column's last episode ended reopens that episode sil
 Limit: a shift so small that the window tests only reach the threshold now and then
 (about 0.1 standard deviation with the defaults) can re-arm in between and open a new
 episode thousands of events later; the policy's cooldown merges those.
-
->>> import random
->>> rng = random.Random(3)
->>> tracker = FeatureDriftTracker(FeatureDriftSettings(), task="classification")
->>> signals = []
->>> for i in range(4000):
-...     shift = 0.0 if i < 2500 else 1.0
-...     features = {"x": rng.gauss(shift, 1.0), "y": rng.gauss(0.0, 1.0)}
-...     signals += tracker.update(features, prediction=int(features["y"] > 0))
->>> [(s.feature, s.kind, s.test) for s in signals]
-[('x', 'numeric', 'ks')]
->>> 2500 < signals[0].observations <= 2700
-True
->>> tracker.feature_stats()["x"].drifted, tracker.feature_stats()["y"].drifted
-(('numeric',), ())
 """
 
 from __future__ import annotations
@@ -82,6 +67,7 @@ from stream_monitor.core import distribution as dist
 
 PREDICTION = "__prediction__"
 SCORE_PREFIX = "__score__:"
+_RESERVED = (PREDICTION, SCORE_PREFIX)  # column names that are not input features
 # Chi-square cells and the distribution tests need this many expected values.
 MIN_EXPECTED = 5
 
@@ -744,6 +730,24 @@ class FeatureDriftTracker:
         Sizes, the expected run time and the rest: :class:`FeatureDriftSettings`.
     task
         ``"classification"``: the prediction is a category; ``"regression"``: a number.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(3)
+    >>> tracker = FeatureDriftTracker(FeatureDriftSettings(), task="classification")
+    >>> signals = []
+    >>> for i in range(4000):
+    ...     shift = 0.0 if i < 2500 else 1.0
+    ...     features = {"x": rng.gauss(shift, 1.0), "y": rng.gauss(0.0, 1.0)}
+    ...     signals += tracker.update(features, prediction=int(features["y"] > 0))
+    >>> [(s.feature, s.kind, s.test) for s in signals]
+    [('x', 'numeric', 'ks')]
+    >>> 2500 < signals[0].observations <= 2700
+    True
+    >>> tracker.feature_stats()["x"].drifted, tracker.feature_stats()["y"].drifted
+    (('numeric',), ())
+
     """
 
     def __init__(self, settings: FeatureDriftSettings, task: Task) -> None:
@@ -897,6 +901,3 @@ def feature_severity(
     if drifting >= 2 and share >= settings.critical_share:
         return "critical"
     return settings.severity
-
-
-_RESERVED = (PREDICTION, SCORE_PREFIX)

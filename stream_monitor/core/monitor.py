@@ -53,6 +53,9 @@ class VersionState:
     features: FeatureDriftTracker
     episodes: EpisodeState = field(default_factory=EpisodeState)
     labelled: int = 0
+    suspect: tuple[float, int] | None = None
+    """After an ADWIN cut judged too small: (the error before it, the observation until
+    which its window is followed), see ``MonitorCore._follow_up``."""
     deferred_request: tuple[int, dict[str, Any]] | None = None
     """A decided retrain request waiting for labels after the drift: (due at this many
     labelled events, its data)."""
@@ -228,18 +231,57 @@ class MonitorCore:
         if version.deferred_request and version.labelled >= version.deferred_request[0]:
             outputs.append(_retrain_request(model, version.deferred_request[1], label.timestamp))
             version.deferred_request = None
-        for signal in version.tracker.update(error):
-            decision = decide(
-                model.settings.policy,
-                version.episodes,
-                version.tracker.task,
-                signal,
-                version.labelled,
-                label.timestamp,
-            )
-            self._signals[signal.detector, decision.severity] += 1
-            outputs.extend(_decision_outputs(model, version, joined, signal, decision))
+        signals = version.tracker.update(error)
+        for signal in signals:
+            decision = self._decide(model, version, joined, signal, outputs)
+            if signal.detector == "adwin" and decision.severity == "warning":
+                until = signal.observations + model.settings.performance.window_size
+                version.suspect = (signal.error_before, until)
+        if version.suspect is not None and not signals:
+            self._follow_up(model, version, joined, outputs)
         return outputs
+
+    def _decide(
+        self,
+        model: ModelState,
+        version: VersionState,
+        joined: Joined,
+        signal: PerformanceSignal,
+        outputs: list[Output],
+        only_if_acting: bool = False,
+    ) -> Decision:
+        """Ask the policy about a signal and emit what it decided (with
+        ``only_if_acting``: only a drift or a critical, nothing for a lesser signal)."""
+        decision = decide(
+            model.settings.policy,
+            version.episodes,
+            version.tracker.task,
+            signal,
+            version.labelled,
+            joined.label.timestamp,
+        )
+        if only_if_acting and decision.severity not in ("drift", "critical"):
+            return decision
+        self._signals[signal.detector, decision.severity] += 1
+        outputs.extend(_decision_outputs(model, version, joined, signal, decision))
+        return decision
+
+    def _follow_up(
+        self, model: ModelState, version: VersionState, joined: Joined, outputs: list[Output]
+    ) -> None:
+        """ADWIN cuts as soon as the change is significant, when its kept window still
+        holds mostly old errors, so the change it first shows is too small to act on.
+        For one window after such a cut the kept window's mean is compared with the error
+        before the cut at every label; the policy decides again once that is enough."""
+        baseline, until = version.suspect or (0.0, 0)
+        tracker = version.tracker
+        if tracker.observations > until:
+            version.suspect = None
+            return
+        follow = PerformanceSignal("adwin", baseline, tracker.adwin_error, tracker.observations)
+        decision = self._decide(model, version, joined, follow, outputs, only_if_acting=True)
+        if decision.severity in ("drift", "critical"):
+            version.suspect = None
 
     def _dead_letter(
         self, topic: InputTopic, key: bytes | None, value: bytes, exc: InvalidRecordError

@@ -85,6 +85,11 @@ class PerformanceTracker:
         )
 
     @property
+    def adwin_error(self) -> float:
+        """Mean error of ADWIN's current window (since its last cut)."""
+        return float(self._adwin.estimation)
+
+    @property
     def windowed_error(self) -> float:
         """Mean error over the sliding window (NaN before the first observation)."""
         return self._window_sum / len(self._window) if self._window else float("nan")

@@ -166,7 +166,7 @@ def _run_until_answered(settings: TrainerSettings, metrics: TrainerMetrics, requ
                 trainer.healthy()
                 and committed(settings.kafka.bootstrap_servers, settings.kafka.group_id) == requests
             ),
-            timeout=60,
+            timeout=180,  # generous: a loaded 2-core machine fits slowly
             what=f"{requests} requests answered and committed",
         )
 
