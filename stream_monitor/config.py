@@ -20,8 +20,6 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from stream_monitor.core.features import FeatureDriftSettings
-
 ENV_PREFIX = "STREAM_MONITOR_"
 _Defaults = TypeVar("_Defaults", bound=BaseModel)
 
@@ -82,6 +80,57 @@ class PerformanceSettings(StrictModel):
         description="Forgetting factor; river's 0.9999 made the statistic wander into "
         "false alarms on long stationary streams.",
     )
+
+
+class FeatureDriftSettings(StrictModel):
+    """Feature and prediction drift of one model (see ``core/features.py``).
+
+    Defaults were measured with ``benchmarks/detection.py`` and the stationary-stream
+    unit tests, not guessed: see the README.
+    """
+
+    reference_size: int = Field(
+        1000, ge=100, description="First events of a version that form its reference."
+    )
+    window_size: int = Field(
+        500, ge=50, description="Recent events compared with the reference (<= reference_size)."
+    )
+    test_every: int = Field(
+        100, gt=0, description="Events between test rounds (<= window_size); signals come then."
+    )
+    expected_run_time: float = Field(
+        100_000.0,
+        gt=0,
+        description="Tolerated mean events between false alarms on a stationary stream, "
+        "all columns of the model together.",
+    )
+    max_features: int = Field(
+        50,
+        gt=0,
+        description="Cap on monitored columns (and metric labels): the prediction, then input "
+        "features by name, then class scores; the rest are counted, not tested.",
+    )
+    max_categories: int = Field(
+        20, gt=0, description="Most frequent reference categories kept apart; the rest pooled."
+    )
+    psi_bins: int = Field(10, ge=2, description="Reference-quantile bins of a numeric column.")
+    psi_epsilon: float = Field(1e-4, gt=0, lt=1, description="Floor of a bin share in PSI.")
+    adwin_delta: float | None = Field(
+        None, gt=0, lt=1, description="ADWIN's delta; None: the tests' level from the ERT."
+    )
+    recovery_p_value: float = Field(
+        0.05, gt=0, lt=1, description="A drifted column re-arms when its tests' p exceed this."
+    )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> FeatureDriftSettings:
+        if self.window_size > self.reference_size:
+            raise ValueError("window_size must not exceed reference_size")
+        if self.test_every > self.window_size:
+            raise ValueError("test_every must not exceed window_size")
+        if self.expected_run_time < 10 * self.test_every:
+            raise ValueError("expected_run_time must be at least 10 * test_every")
+        return self
 
 
 class PolicySettings(StrictModel):

@@ -53,16 +53,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter, methodcaller
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from river import drift
 
+from stream_monitor.config import FeatureDriftSettings
 from stream_monitor.core import distribution as dist
 
 PREDICTION = "__prediction__"
@@ -75,7 +75,6 @@ Task = Literal["classification", "regression"]
 Kind = Literal["numeric", "categorical", "missing", "unseen", "prediction", "score"]
 TestName = Literal["ks", "chi2", "adwin", "missing", "unseen"]
 Role = Literal["input", "prediction", "score"]
-FeatureSeverity = Literal["warning", "drift", "critical"]
 FeatureValue = float | int | str | None
 BoolArray = NDArray[np.bool_]
 
@@ -87,69 +86,6 @@ class _Events:
     features: list[Mapping[str, FeatureValue]] = field(default_factory=list)
     predictions: list[object] = field(default_factory=list)
     scores: list[Mapping[str, float] | None] = field(default_factory=list)
-
-
-class FeatureDriftSettings(BaseModel):
-    """Feature and prediction drift of one model (meant to nest as ``ModelSettings.features``).
-
-    Defaults were measured with ``benchmarks/detection.py`` and the stationary-stream
-    unit tests, not guessed: see the README.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    reference_size: int = Field(
-        1000, ge=100, description="First events of a version that form its reference."
-    )
-    window_size: int = Field(
-        500, ge=50, description="Recent events compared with the reference (<= reference_size)."
-    )
-    test_every: int = Field(
-        100, gt=0, description="Events between test rounds (<= window_size); signals come then."
-    )
-    expected_run_time: float = Field(
-        100_000.0,
-        gt=0,
-        description="Tolerated mean events between false alarms on a stationary stream, "
-        "all columns of the model together.",
-    )
-    max_features: int = Field(
-        50,
-        gt=0,
-        description="Cap on monitored columns (and metric labels): the prediction, then input "
-        "features by name, then class scores; the rest are counted, not tested.",
-    )
-    max_categories: int = Field(
-        20, gt=0, description="Most frequent reference categories kept apart; the rest pooled."
-    )
-    psi_bins: int = Field(10, ge=2, description="Reference-quantile bins of a numeric column.")
-    psi_epsilon: float = Field(1e-4, gt=0, lt=1, description="Floor of a bin share in PSI.")
-    adwin_delta: float | None = Field(
-        None, gt=0, lt=1, description="ADWIN's delta; None: the tests' level from the ERT."
-    )
-    recovery_p_value: float = Field(
-        0.05, gt=0, lt=1, description="A drifted column re-arms when its tests' p exceed this."
-    )
-    severity: Literal["warning", "drift"] = Field(
-        "warning", description="What feature or prediction drift alone counts as."
-    )
-    critical_share: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="Share of monitored input features drifting at once "
-        "(at least two) that is critical.",
-    )
-
-    @model_validator(mode="after")
-    def _sizes_fit(self) -> FeatureDriftSettings:
-        if self.window_size > self.reference_size:
-            raise ValueError("window_size must not exceed reference_size")
-        if self.test_every > self.window_size:
-            raise ValueError("test_every must not exceed window_size")
-        if self.expected_run_time < 10 * self.test_every:
-            raise ValueError("expected_run_time must be at least 10 * test_every")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -869,35 +805,3 @@ def _states(group: _NumericGroup | _CategoricalGroup) -> tuple[BoolArray, ...]:
 
 def _any_drifted(group: _NumericGroup | _CategoricalGroup, j: int) -> bool:
     return any(bool(state[j]) for state in _states(group))
-
-
-def drifting_share(
-    signals: Sequence[FeatureSignal], monitored: int, drifted: Collection[str] = ()
-) -> float:
-    """Share of the ``monitored`` input features that drift: named by a signal of this
-    update or already ``drifted`` (:meth:`FeatureDriftTracker.drifted_features`). The
-    prediction and class scores are not input features and do not count.
-
-    >>> s = FeatureSignal("x", "numeric", "ks", 0.3, 0.1, 1e-9, 0.4, 2000)
-    >>> drifting_share([s], monitored=4, drifted=["y"])
-    0.5
-    """
-    names = {s.feature for s in signals if not s.feature.startswith(_RESERVED)} | set(drifted)
-    return len(names) / monitored if monitored else 0.0
-
-
-def feature_severity(
-    settings: FeatureDriftSettings, share: float, drifting: int
-) -> FeatureSeverity:
-    """Proposed policy for feature and prediction signals (for ``policy.py``): critical
-    when at least two input features and at least ``critical_share`` of them drift at
-    once, else ``settings.severity`` (``warning`` by default).
-
-    >>> feature_severity(FeatureDriftSettings(), share=0.6, drifting=3)
-    'critical'
-    >>> feature_severity(FeatureDriftSettings(), share=1.0, drifting=1)
-    'warning'
-    """
-    if drifting >= 2 and share >= settings.critical_share:
-        return "critical"
-    return settings.severity

@@ -132,7 +132,6 @@ def test_rate_limits_are_the_first_rejected_counts() -> None:
 def test_small_helpers() -> None:
     assert dist.good_turing_unseen([3, 1, 1, 7, 1]) == 3
     assert dist.bonferroni_alpha(100_000, 50, 25) == pytest.approx(2e-5)
-    assert dist.missing_rate([1.0, np.nan, np.nan, 2.0]) == 0.5
     assert dist.normal_two_sided_critical(0.05) == pytest.approx(stats.norm.isf(0.025))
 
 

@@ -16,8 +16,6 @@ from stream_monitor.core.features import (
     FeatureDriftTracker,
     FeatureSignal,
     FeatureValue,
-    drifting_share,
-    feature_severity,
 )
 
 Event = tuple[dict[str, FeatureValue], object, dict[str, float] | None]
@@ -213,17 +211,3 @@ def test_reset_ends_the_episodes() -> None:
     assert [s.feature for s in _run(tracker, _events(rng, 1000, 2, shift={1: 2.0}))] == ["f1"]
     tracker.reset()
     assert [s.feature for s in _run(tracker, _events(rng, 100, 2, shift={1: 2.0}))] == ["f1"]
-
-
-def test_share_and_severity() -> None:
-    def signal(name: str) -> FeatureSignal:
-        return FeatureSignal(name, "numeric", "ks", 0.3, 0.1, 1e-9, 0.5, 5000)
-
-    signals = [signal("a"), signal("b"), signal(PREDICTION), signal(SCORE_PREFIX + "yes")]
-    assert drifting_share(signals, monitored=4) == 0.5
-    assert drifting_share(signals, monitored=4, drifted=["a", "c"]) == 0.75
-    assert drifting_share([], monitored=0) == 0.0
-    settings = FeatureDriftSettings(critical_share=0.5)
-    assert feature_severity(settings, share=0.5, drifting=2) == "critical"
-    assert feature_severity(settings, share=0.25, drifting=2) == "warning"
-    assert feature_severity(settings.model_copy(update={"severity": "drift"}), 0.1, 1) == "drift"
