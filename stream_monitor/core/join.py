@@ -62,6 +62,8 @@ class LabelJoin:
         self.ttl_seconds = ttl_seconds
         self.watermark = float("-inf")
         self._dropped: Counter[tuple[PendingKind, DropReason]] = Counter()
+        # A lower bound on the front entries' timestamps: below it no expiry check is needed.
+        self._next_expiry = float("inf")
         self._predictions: OrderedDict[str, tuple[Prediction, bytes]] = OrderedDict()
         self._labels: OrderedDict[str, tuple[GroundTruth, bytes]] = OrderedDict()
 
@@ -110,6 +112,7 @@ class LabelJoin:
         kind: PendingKind,
     ) -> None:
         table[key] = entry  # type: ignore[assignment]  # kind matches table by construction
+        self._next_expiry = min(self._next_expiry, entry[0].timestamp)
         while len(table) > self.max_pending:
             table.popitem(last=False)
             self._dropped[kind, "capacity"] += 1
@@ -119,8 +122,14 @@ class LabelJoin:
             return
         self.watermark = timestamp
         cutoff = timestamp - self.ttl_seconds
+        if cutoff <= self._next_expiry:
+            return  # nothing at the front of either table is old enough yet
         self._expire(self._predictions, "prediction", cutoff)
         self._expire(self._labels, "label", cutoff)
+        self._next_expiry = min(
+            (next(iter(t.values()))[0].timestamp for t in (self._predictions, self._labels) if t),
+            default=float("inf"),
+        )
 
     def _expire(
         self,
