@@ -11,8 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Only what the package build needs, so caches and .git in the build context stay out.
-# (README.md is optional for the build: setuptools warns and goes on without it.)
-COPY pyproject.toml /tmp/src/
+COPY pyproject.toml README.md /tmp/src/
 COPY stream_monitor /tmp/src/stream_monitor
 RUN pip install /tmp/src && rm -rf /tmp/src
 
