@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -140,6 +141,7 @@ class MonitorService:
             return
         started = time.perf_counter()
         examples: dict[bytes | None, list[Output]] = defaultdict(list)
+        others: list[tuple[Output, ConsumerRecord]] = []
         for tp, records in batch.items():
             topic = self._input[tp.topic]
             for record in records:
@@ -148,13 +150,17 @@ class MonitorService:
                     if output.topic == "labelled_examples":
                         examples[output.key].append(output)
                     else:
-                        self._producer.send(output, record)
+                        others.append((output, record))
             self._next_offsets[tp] = records[-1].offset + 1
             self._since_checkpoint += len(records)
             self.metrics.consumed.labels(tp.topic).inc(len(records))
+        # Examples first: a retrain request of this poll must not reach the trainer
+        # before the examples its training window ends with.
         for per_model in examples.values():
-            for record in batched(per_model):
-                self._producer.send(record)
+            for example_batch in batched(per_model):
+                self._producer.send(example_batch)
+        for output, source in others:
+            self._producer.send(output, source)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.core.stats = self.core.stats()
         self._report_lag()
