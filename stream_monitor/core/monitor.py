@@ -156,7 +156,7 @@ class MonitorCore:
             outputs += self._on_joined(model, joined)
         except InvalidRecordError as exc:
             # The pair cannot be scored (a text label for a regression model, say): the
-            # record at fault goes to dead-letter, whichever of the two arrived last.
+            # record at fault goes to dead-letter, whichever of the two it is.
             if _is_number(joined.prediction.prediction):
                 bad = self._dead_letter("ground_truth", key, joined.label_raw, exc)
             else:
