@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.devbroker.broker import BrokerSettings, start
@@ -44,9 +44,7 @@ def make_settings(bootstrap: str, tag: str) -> MonitorSettings:
 
 
 def produce(settings: MonitorSettings, predictions: int) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    ensure_topics(admin, settings.kafka, settings.topics)
-    admin.close()
+    ensure_topics(settings.kafka, settings.topics)
     return publish(settings, Scenario(events=predictions, drift_at=predictions // 2))
 
 

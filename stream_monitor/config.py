@@ -44,6 +44,10 @@ class KafkaSettings(StrictModel):
     )
     partitions: int = Field(3, gt=0, description="Partition count for topics created at start.")
 
+    def client(self) -> dict[str, Any]:
+        """What every Kafka client of a service is given: where, and who it is."""
+        return {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id}
+
 
 class TopicSettings(StrictModel):
     predictions: str = "predictions"

@@ -36,18 +36,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaConsumer
 from prometheus_client import start_http_server
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from stream_monitor.config import MonitorSettings, deep_merge
-from stream_monitor.core.events import unbatch
+from stream_monitor.core.events import epoch_seconds, unbatch
 from stream_monitor.devbroker.broker import BrokerSettings, find_running, start, stop
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import ensure_topics
@@ -317,11 +316,7 @@ class _Demo:
             model_id=MODEL_ID,
         )
         settings = self.settings
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-        try:
-            ensure_topics(admin, settings.kafka, settings.topics)
-        finally:
-            admin.close()
+        ensure_topics(settings.kafka, settings.topics)
         trainer_settings = TrainerSettings(
             kafka={
                 "bootstrap_servers": settings.kafka.bootstrap_servers,
@@ -509,7 +504,7 @@ class _Demo:
             detector=detection["evidence"]["detector"] if detection else None,
             retrain_requests=len(requests),
             request_id=request.event["id"] if request else None,
-            request_at=stream.index_at(_epoch(request.event["time"])) if request else None,
+            request_at=stream.index_at(epoch_seconds(request.event["time"])) if request else None,
             waited_labels=request.event["data"].get("retrain_after_labels", 0) if request else None,
             answer=answer_data.get("decision"),
             reason=answer_data.get("reason"),
@@ -536,14 +531,10 @@ def _request_id(answer: dict[str, Any]) -> str | None:
     return request.get("id")
 
 
-def _epoch(iso_time: str) -> float:
-    return datetime.fromisoformat(iso_time).timestamp()
-
-
 def _request(data: dict[str, Any]) -> str:
     """When a retrain request was sent and what it asks for."""
     window = data["training_window"]
-    start, end = (_epoch(window[edge]) for edge in ("start", "end"))
+    start, end = (epoch_seconds(window[edge]) for edge in ("start", "end"))
     waited = data.get("retrain_after_labels", 0)
     return (
         f"{waited:,} labels after the detection at label {data['evidence']['observations']:,}, "

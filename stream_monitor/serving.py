@@ -24,20 +24,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 from river.datasets import synth
 from sklearn.pipeline import Pipeline
 
 from stream_monitor.config import MonitorSettings
+from stream_monitor.core.events import parse_promotion
+from stream_monitor.kafka.topics import assign_all
 from stream_monitor.simulate import SimTopic, publish_events
 from stream_monitor.trainer.dataset import FeatureSchema
 from stream_monitor.trainer.registry import ModelRegistry, StoredModel
 from stream_monitor.trainer.settings import TrainingSettings
 from stream_monitor.trainer.training import build_estimator, metric_for
 
-PROMOTED = "stream_monitor.model.promoted"
 MICRO_BATCH = 50
 """Predictions computed at once: a scikit-learn pipeline costs about as much for one
 row as for fifty. Promotions are checked between micro-batches."""
@@ -207,24 +206,19 @@ class ServingApp:
         """A consumer of every partition of ``model-events`` from the start: a promotion
         published before the app read it must still be applied (reloading the same
         production version again changes nothing)."""
-        topic = self.settings.topics.model_events
         consumer = KafkaConsumer(
             bootstrap_servers=self.settings.kafka.bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
         )
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
+        assign_all(consumer, self.settings.topics.model_events, from_beginning=True)
         return consumer
 
     def _reload_on_promotion(self, consumer: KafkaConsumer) -> None:
         for records in consumer.poll(timeout_ms=0).values():
             for record in records:
-                event = orjson.loads(record.value)
-                if event.get("type") != PROMOTED:
-                    continue
-                if event.get("data", {}).get("model_id") != self.stream.model_id:
+                promotion = parse_promotion(record.value)
+                if promotion is None or promotion.model_id != self.stream.model_id:
                     continue
                 model = self.registry.load_production(self.stream.model_id)
                 if model is not None and model.version != self.model.version:

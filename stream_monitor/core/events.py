@@ -38,7 +38,8 @@ NAMESPACE = uuid.UUID("6f1c7a52-5d8e-4b8e-9a53-1d0f3c2b7e41")
 _EARLIEST, _LATEST = -62_135_596_800.0, 253_402_300_799.0
 
 
-def _to_epoch_seconds(value: object) -> float:
+def epoch_seconds(value: object) -> float:
+    """Epoch seconds from ISO 8601 text with an offset, or from epoch milliseconds."""
     if isinstance(value, bool):
         raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
     if isinstance(value, int | float):
@@ -58,10 +59,17 @@ def _to_epoch_seconds(value: object) -> float:
     raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
 
 
-EventTime = Annotated[float, BeforeValidator(_to_epoch_seconds)]
+EventTime = Annotated[float, BeforeValidator(epoch_seconds)]
 """Epoch seconds, parsed from ISO 8601 with offset or from epoch milliseconds."""
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+def is_number(value: object) -> bool:
+    """An int or float, not a bool (which Python counts as an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 FeatureValue = StrictInt | StrictFloat | StrictStr | None
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -207,6 +215,38 @@ class Output:
     @staticmethod
     def event(topic: OutputTopic, key: str, body: dict[str, Any], timestamp: float) -> Output:
         return Output(topic, key.encode(), orjson.dumps(body), timestamp=timestamp)
+
+
+MODEL_PROMOTED = "stream_monitor.model.promoted"
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """A ``model.promoted`` event: ``version`` of ``model_id`` now serves."""
+
+    event_id: str
+    model_id: str
+    version: str
+
+
+def parse_promotion(value: bytes) -> Promotion | None:
+    """The promotion in a ``model-events`` record, or None for anything else (a
+    rejection, or a record that is not a promotion event).
+
+    >>> parse_promotion(b'{"id": "e1", "type": "stream_monitor.model.promoted",'
+    ...                 b' "data": {"model_id": "m", "production_version": "2"}}')
+    Promotion(event_id='e1', model_id='m', version='2')
+    >>> parse_promotion(b'not json') is None
+    True
+    """
+    try:
+        event = orjson.loads(value)
+        if event.get("type") != MODEL_PROMOTED:
+            return None
+        data = event["data"]
+        return Promotion(str(event["id"]), str(data["model_id"]), str(data["production_version"]))
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def dead_letter(

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
-
 from stream_monitor.config import ModelSettings, MonitorSettings
 from stream_monitor.core.events import (
     GroundTruth,
@@ -27,7 +25,9 @@ from stream_monitor.core.events import (
     deterministic_id,
     envelope,
     envelope_with_raw,
+    is_number,
     iso,
+    parse_promotion,
     parse_record,
 )
 from stream_monitor.core.features import FeatureDriftTracker, FeatureSignal, FeatureStats
@@ -157,7 +157,7 @@ class MonitorCore:
         except InvalidRecordError as exc:
             # The pair cannot be scored (a text label for a regression model, say): the
             # record at fault goes to dead-letter, whichever of the two it is.
-            if _is_number(joined.prediction.prediction):
+            if is_number(joined.prediction.prediction):
                 bad = self._dead_letter("ground_truth", key, joined.label_raw, exc)
             else:
                 bad = self._dead_letter("predictions", key, joined.prediction_raw, exc)
@@ -238,7 +238,7 @@ class MonitorCore:
                 until = signal.observations + model.settings.performance.window_size
                 version.suspect = (signal.error_before, until)
         if version.suspect is not None and not signals:
-            self._follow_up(model, version, joined, outputs)
+            self._follow_up(model, version, version.suspect, joined, outputs)
         return outputs
 
     def _decide(
@@ -267,13 +267,18 @@ class MonitorCore:
         return decision
 
     def _follow_up(
-        self, model: ModelState, version: VersionState, joined: Joined, outputs: list[Output]
+        self,
+        model: ModelState,
+        version: VersionState,
+        suspect: tuple[float, int],
+        joined: Joined,
+        outputs: list[Output],
     ) -> None:
         """ADWIN cuts as soon as the change is significant, when its kept window still
         holds mostly old errors, so the change it first shows is too small to act on.
         For one window after such a cut the kept window's mean is compared with the error
         before the cut at every label; the policy decides again once that is enough."""
-        baseline, until = version.suspect or (0.0, 0)
+        baseline, until = suspect
         tracker = version.tracker
         if tracker.observations > until:
             version.suspect = None
@@ -322,15 +327,10 @@ class MonitorCore:
         traffic can ask again. Events are applied once per id; an event for a model this
         instance has not loaded yet waits until the model is restored or created.
         """
-        try:
-            event = orjson.loads(value)
-            if event.get("type") != "stream_monitor.model.promoted":
-                return None
-            event_id = str(event["id"])
-            model_id = str(event["data"]["model_id"])
-            version = str(event["data"]["production_version"])
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-            return None  # not ours to judge: the trainer validates what it publishes
+        promotion = parse_promotion(value)
+        if promotion is None:
+            return None  # a rejection, or not ours to judge: the trainer validates its events
+        event_id, model_id, version = promotion.event_id, promotion.model_id, promotion.version
         model = self._models.get(model_id)
         if model is None:
             self._unapplied.setdefault(model_id, []).append(value)
@@ -374,10 +374,6 @@ class MonitorCore:
             versions=versions,
             features=features,
         )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _labelled_example(joined: Joined, task: Task) -> Output:

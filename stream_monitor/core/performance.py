@@ -9,6 +9,7 @@ from typing import Literal
 from river import drift
 
 from stream_monitor.config import PerformanceSettings
+from stream_monitor.core.events import is_number
 
 Task = Literal["classification", "regression"]
 Detector = Literal["adwin", "page_hinkley"]
@@ -24,7 +25,7 @@ def error_of(task: Task, prediction: object, label: object) -> float:
     if task == "classification":
         return 0.0 if prediction == label else 1.0
     for name, value in (("prediction", prediction), ("label", label)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not is_number(value):
             raise TypeError(f"regression needs a numeric {name}, got {value!r}")
     return abs(float(prediction) - float(label))  # type: ignore[arg-type]  # checked above
 

@@ -21,9 +21,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -33,7 +32,7 @@ from stream_monitor.core.events import Output, Prediction, batched
 from stream_monitor.core.monitor import InputTopic, MonitorCore
 from stream_monitor.kafka import state
 from stream_monitor.kafka.output import OutputProducer
-from stream_monitor.kafka.topics import STATE_MAX_MESSAGE_BYTES, ensure_topics
+from stream_monitor.kafka.topics import STATE_MAX_MESSAGE_BYTES, assign_all, ensure_topics
 from stream_monitor.metrics import MonitorMetrics
 
 log = logging.getLogger(__name__)
@@ -61,10 +60,7 @@ class MonitorService:
             topics.predictions: "predictions",
             topics.ground_truth: "ground_truth",
         }
-        self._client: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka.bootstrap_servers,
-            "client_id": settings.kafka.client_id,
-        }
+        self._client = settings.kafka.client()
         self._snapshots: dict[str, bytes] = {}
         self._reload_state = False
         self._partition_of: dict[bytes, TopicPartition] = {}
@@ -80,11 +76,7 @@ class MonitorService:
 
     def run(self) -> None:
         """Check topics, then process until ``stop`` is set; finish with a checkpoint."""
-        admin = KafkaAdminClient(**self._client)
-        try:
-            ensure_topics(admin, self.settings.kafka, self.settings.topics)
-        finally:
-            admin.close()
+        ensure_topics(self.settings.kafka, self.settings.topics)
         self._producer = OutputProducer(
             self.settings.topics,
             **self._client,
@@ -107,12 +99,7 @@ class MonitorService:
         # Every instance reads every model event (they are rare) and applies those of the
         # models it owns: the trainer's partitioner need not match the serving apps'.
         self._model_events = KafkaConsumer(**self._client, group_id=None)
-        events = self.settings.topics.model_events
-        partitions = [
-            TopicPartition(events, p) for p in self._model_events.partitions_for_topic(events) or ()
-        ]
-        self._model_events.assign(partitions)
-        self._model_events.seek_to_beginning(*partitions)
+        assign_all(self._model_events, self.settings.topics.model_events, from_beginning=True)
         log.info("monitor started", extra={"topics": list(self._input)})
         try:
             while not self.stop.is_set():

@@ -6,7 +6,9 @@ import logging
 import zlib
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
+
+from stream_monitor.kafka.topics import assign_all, read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +30,15 @@ def read_snapshots(consumer_config: dict[str, Any], topic: str) -> dict[str, byt
     """
     consumer = KafkaConsumer(**consumer_config, group_id=None, enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            return {}
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
         snapshots: dict[str, bytes] = {}
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    if record.key is None:
-                        continue
-                    model_id = record.key.decode()
-                    if record.value is None:
-                        snapshots.pop(model_id, None)
-                    else:
-                        snapshots[model_id] = decode(record.value)
+        for record in read_to_end(consumer, assign_all(consumer, topic, from_beginning=True)):
+            if record.key is None:
+                continue
+            model_id = record.key.decode()
+            if record.value is None:
+                snapshots.pop(model_id, None)
+            else:
+                snapshots[model_id] = decode(record.value)
         log.info("state read", extra={"topic": topic, "models": len(snapshots)})
         return snapshots
     finally:

@@ -1,12 +1,16 @@
-"""Topic checks at start: create what is missing, refuse what cannot work."""
+"""Topics: checks at start (create what is missing, refuse what cannot work), and
+reading a whole topic without a consumer group."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Iterator
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from stream_monitor.config import KafkaSettings, TopicSettings
@@ -30,9 +34,7 @@ def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int
     return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(wanted)}
 
 
-def ensure_topics(
-    admin: KafkaAdminClient, kafka: KafkaSettings, topics: TopicSettings
-) -> dict[str, int]:
+def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]:
     """Check co-partitioning of the inputs and create missing topics if allowed.
 
     ``predictions`` and ``ground-truth`` must have the same partition count, or a
@@ -40,32 +42,36 @@ def ensure_topics(
     possibly different instances, and never be joined.
     Returns the partition count of every topic the monitor uses.
     """
-    names = list(topics.model_dump().values())
-    counts = partition_counts(admin, names)
-    inputs = [topics.predictions, topics.ground_truth]
-    present = {t: counts[t] for t in inputs if t in counts}
-    if len(set(present.values())) > 1:
-        raise StartupError(
-            "predictions and ground truth must be co-partitioned (same partition count, "
-            f"keyed by model_id), but they have {present}. Recreate one of them or add "
-            "partitions so both have the same count, then start again."
-        )
-    missing = [n for n in names if n not in counts]
-    if missing and not kafka.create_topics:
-        raise StartupError(
-            f"topics {missing} do not exist and kafka.create_topics is false: create them "
-            "(predictions and ground truth with the same partition count) or allow creation."
-        )
-    if missing:
-        # Match an existing input topic so co-partitioning holds for the new one.
-        partitions = next(iter(present.values()), kafka.partitions)
-        new = [_new_topic(n, partitions, compacted=n == topics.monitor_state) for n in missing]
-        # Another instance may have created one between our check and now.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics(new)
-        log.info("created topics", extra={"topics": missing, "partitions": partitions})
-        counts.update(partition_counts(admin, missing))
-    return counts
+    admin = KafkaAdminClient(**kafka.client())
+    try:
+        names = list(topics.model_dump().values())
+        counts = partition_counts(admin, names)
+        inputs = [topics.predictions, topics.ground_truth]
+        present = {t: counts[t] for t in inputs if t in counts}
+        if len(set(present.values())) > 1:
+            raise StartupError(
+                "predictions and ground truth must be co-partitioned (same partition count, "
+                f"keyed by model_id), but they have {present}. Recreate one of them or add "
+                "partitions so both have the same count, then start again."
+            )
+        missing = [n for n in names if n not in counts]
+        if missing and not kafka.create_topics:
+            raise StartupError(
+                f"topics {missing} do not exist and kafka.create_topics is false: create them "
+                "(predictions and ground truth with the same partition count) or allow creation."
+            )
+        if missing:
+            # Match an existing input topic so co-partitioning holds for the new one.
+            partitions = next(iter(present.values()), kafka.partitions)
+            new = [_new_topic(n, partitions, compacted=n == topics.monitor_state) for n in missing]
+            # Another instance may have created one between our check and now.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+            log.info("created topics", extra={"topics": missing, "partitions": partitions})
+            counts.update(partition_counts(admin, missing))
+        return counts
+    finally:
+        admin.close()
 
 
 def _new_topic(name: str, partitions: int, compacted: bool) -> NewTopic:
@@ -75,3 +81,28 @@ def _new_topic(name: str, partitions: int, compacted: bool) -> NewTopic:
         else {}
     )
     return NewTopic(name, num_partitions=partitions, replication_factor=-1, topic_configs=configs)
+
+
+def assign_all(
+    consumer: KafkaConsumer, topic: str, from_beginning: bool = False
+) -> list[TopicPartition]:
+    """Assign a group-less ``consumer`` every partition of ``topic`` (none if it is missing)."""
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    if partitions and from_beginning:
+        consumer.seek_to_beginning(*partitions)
+    return partitions
+
+
+def read_to_end(
+    consumer: KafkaConsumer, partitions: list[TopicPartition], timeout: float | None = None
+) -> Iterator[ConsumerRecord]:
+    """The records of assigned ``partitions`` from their positions up to their end
+    offsets as of this call (records produced meanwhile are not waited for)."""
+    end = consumer.end_offsets(partitions) if partitions else {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while any(consumer.position(tp) < end[tp] for tp in partitions):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {partitions} to their end in {timeout} s")
+        for records in consumer.poll(timeout_ms=500).values():
+            yield from records

@@ -40,6 +40,7 @@ from stream_monitor.core.events import (
     NonEmpty,
     Prediction,
     Scalar,
+    is_number,
     iso,
     unbatch,
 )
@@ -136,7 +137,7 @@ class FeatureSchema:
                     continue
                 if column.kind == "categorical":
                     out[i, j] = str(value)
-                elif isinstance(value, int | float) and not isinstance(value, bool):
+                elif is_number(value):
                     out[i, j] = float(value)
         return out
 
@@ -263,7 +264,7 @@ def build_dataset(
         return insufficient(f"examples disagree on the task ({sorted(tasks)})")
     task: Task = tasks.pop() if tasks else "classification"
     if task == "regression":
-        numeric = {k: e for k, e in examples.items() if _is_number(e.label)}
+        numeric = {k: e for k, e in examples.items() if is_number(e.label)}
         skipped += len(examples) - len(numeric)
         examples = numeric
     else:
@@ -315,10 +316,6 @@ def _parse(event: object) -> LabelledExample | None:
         return LabelledExample.model_validate(event.get("data"))
     except ValidationError:
         return None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _label_type(value: object) -> str:

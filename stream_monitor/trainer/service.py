@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -30,7 +30,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from stream_monitor.core.events import InvalidRecordError, dead_letter
 from stream_monitor.kafka.output import OutputProducer
 from stream_monitor.kafka.service import FETCH_BYTES
-from stream_monitor.kafka.topics import ensure_topics
+from stream_monitor.kafka.topics import assign_all, ensure_topics
 from stream_monitor.trainer.metrics import TrainerMetrics
 from stream_monitor.trainer.registry import ModelRegistry
 from stream_monitor.trainer.settings import TrainerSettings
@@ -56,10 +56,7 @@ class TrainerService:
         self.metrics = metrics
         self.stop = stop or threading.Event()
         self.registry = ModelRegistry(settings.registry_dir)
-        self._client: dict[str, Any] = {
-            "bootstrap_servers": settings.kafka.bootstrap_servers,
-            "client_id": settings.kafka.client_id,
-        }
+        self._client = settings.kafka.client()
         self._producer: OutputProducer | None = None
         self._consumer: KafkaConsumer | None = None
 
@@ -69,13 +66,9 @@ class TrainerService:
         """Check topics, then answer requests until ``stop`` is set. A stop lets the
         request in progress finish, be published and committed."""
         kafka = self.settings.kafka
-        admin = KafkaAdminClient(**self._client)
-        try:
-            # The monitor's checks and layout: whichever service starts first creates
-            # the same topics.
-            ensure_topics(admin, kafka, self.settings.topics)
-        finally:
-            admin.close()
+        # The monitor's checks and layout: whichever service starts first creates
+        # the same topics.
+        ensure_topics(kafka, self.settings.topics)
         self._producer = OutputProducer(self.settings.topics, **self._client, linger_ms=5)
         self._consumer = KafkaConsumer(
             **self._client,
@@ -207,10 +200,9 @@ def read_between(
         **client, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=FETCH_BYTES
     )
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = assign_all(consumer, topic)
         if not partitions:
             return
-        consumer.assign(partitions)
         found = consumer.offsets_for_times({tp: int(start * 1000) for tp in partitions})
         stop_at = consumer.end_offsets(partitions)
         todo: set[TopicPartition] = set()

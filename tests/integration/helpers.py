@@ -11,13 +11,13 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import unbatch
 from stream_monitor.kafka.runner import Service
 from stream_monitor.kafka.service import MonitorService
-from stream_monitor.kafka.topics import ensure_topics
+from stream_monitor.kafka.topics import assign_all, ensure_topics, read_to_end
 from stream_monitor.metrics import MonitorMetrics
 from stream_monitor.simulate import Scenario, SimTopic, publish, publish_events
 
@@ -56,11 +56,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
 
 def create_topics(settings: MonitorSettings) -> None:
     """Create the test's topics as the monitor would (else producing auto-creates them)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    try:
-        ensure_topics(admin, settings.kafka, settings.topics)
-    finally:
-        admin.close()
+    ensure_topics(settings.kafka, settings.topics)
 
 
 def produce_scenario(settings: MonitorSettings, scenario: Scenario) -> int:
@@ -73,20 +69,8 @@ def read_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end in {timeout} s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
+        partitions = assign_all(consumer, topic, from_beginning=True)
+        return list(read_to_end(consumer, partitions, timeout))
     finally:
         consumer.close()
 
