@@ -15,18 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 import orjson
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-)
+from pydantic import BeforeValidator, ValidationError
 
 SPEC_VERSION = "1.0"
 SOURCE = "stream-monitor"
@@ -60,9 +51,20 @@ def epoch_seconds(value: object) -> float:
 
 
 EventTime = Annotated[float, BeforeValidator(epoch_seconds)]
-"""Epoch seconds, parsed from ISO 8601 with offset or from epoch milliseconds."""
+"""For pydantic models: epoch seconds, from ISO 8601 with an offset or epoch milliseconds."""
 
-Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+
+class EpochSeconds(float):
+    """An event's time in epoch seconds, read from ISO 8601 text with an offset or from
+    epoch milliseconds (see :func:`epoch_seconds`)."""
+
+    __slots__ = ()
+
+
+def _decode_hook(kind: type, value: object) -> object:
+    if kind is EpochSeconds:
+        return EpochSeconds(epoch_seconds(value))
+    raise NotImplementedError(kind)
 
 
 def is_number(value: object) -> bool:
@@ -70,34 +72,37 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-FeatureValue = StrictInt | StrictFloat | StrictStr | None
-NonEmpty = Annotated[str, Field(min_length=1)]
+# msgspec is strict: a JSON string is never read as a number, nor a number as text,
+# nor true as 1. JSON has no NaN or Infinity, and msgspec refuses them as malformed.
+Scalar = bool | int | float | str
+FeatureValue = int | float | str | None
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _Incoming(BaseModel):
-    # Extra fields are allowed: serving apps often add their own (request ids, tenants).
-    # NaN and infinities are refused: they would poison every mean they enter.
-    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
-
-    timestamp: EventTime
+# Extra fields are ignored here (serving apps often add request ids, tenants) and kept
+# where it matters: labelled examples carry the records byte for byte.
+class _Incoming(msgspec.Struct, frozen=True, gc=False):
+    timestamp: EpochSeconds
 
 
-class Prediction(_Incoming):
+class Prediction(_Incoming, frozen=True, gc=False):
     prediction_id: NonEmpty
     model_id: NonEmpty
     model_version: NonEmpty
     features: dict[str, FeatureValue]
     prediction: Scalar
-    scores: dict[str, StrictFloat | StrictInt] | None = None
+    scores: dict[str, int | float] | None = None
 
 
-class GroundTruth(_Incoming):
+class GroundTruth(_Incoming, frozen=True, gc=False):
     prediction_id: NonEmpty
     model_id: NonEmpty
     label: Scalar
 
 
-_Event = TypeVar("_Event", bound=_Incoming)
+_Event = TypeVar("_Event", bound=msgspec.Struct)
+# Entries of these mappings are named in error messages (msgspec says only ``[...]``).
+_MAPPING_VALUES: dict[str, Any] = {"features": FeatureValue, "scores": int | float}
 
 
 class InvalidRecordError(Exception):
@@ -109,14 +114,53 @@ class InvalidRecordError(Exception):
         self.detail = detail
 
 
+@functools.cache
+def _decoder(schema: type[_Event]) -> msgspec.json.Decoder[_Event]:
+    return msgspec.json.Decoder(schema, dec_hook=_decode_hook)
+
+
+def decode(schema: type[_Event], value: bytes | object) -> _Event:
+    """A ``Prediction`` or ``GroundTruth`` from JSON text or from already parsed JSON.
+
+    >>> decode(GroundTruth, {"prediction_id": "p", "model_id": "m", "label": 1,
+    ...                      "timestamp": 1_500})
+    GroundTruth(timestamp=1.5, prediction_id='p', model_id='m', label=1)
+    """
+    try:
+        if isinstance(value, bytes):
+            decoder: msgspec.json.Decoder[_Event] = _decoder(schema)
+            return decoder.decode(value)
+        event: _Event = msgspec.convert(value, schema, dec_hook=_decode_hook)
+        return event
+    except msgspec.ValidationError as exc:
+        raise InvalidRecordError("schema", _describe(exc, value)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRecordError("invalid_json", str(exc)) from None
+
+
+def to_json(event: _Incoming) -> bytes:
+    """The JSON a serving app would have sent for ``event`` (time in epoch milliseconds)."""
+    fields = msgspec.structs.asdict(event)
+    fields["timestamp"] = event.timestamp * 1000.0
+    return orjson.dumps(fields)
+
+
+def _describe(exc: msgspec.ValidationError, value: object) -> str:
+    message = str(exc)
+    for name, kind in _MAPPING_VALUES.items():
+        if message.endswith(f"`$.{name}[...]`"):
+            entries: Any = orjson.loads(value) if isinstance(value, bytes) else value
+            for key, entry in entries[name].items():  # the error proves it is a mapping
+                try:
+                    msgspec.convert(entry, kind)
+                except msgspec.ValidationError:
+                    return message.replace("[...]", f".{key}")
+    return message
+
+
 def parse_record(schema: type[_Event], key: bytes | None, value: bytes) -> _Event:
     """Validate one Kafka value against ``schema`` and its key against ``model_id``."""
-    try:
-        event = schema.model_validate_json(value)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise InvalidRecordError("invalid_json", str(exc.errors()[0]["msg"])) from None
-        raise InvalidRecordError("schema", describe_briefly(exc)) from None
+    event = decode(schema, value)
     model_id: str = getattr(event, "model_id")  # noqa: B009 - both schemas carry it
     if key != model_id.encode():
         raise InvalidRecordError(

@@ -6,7 +6,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
-from stream_monitor.core.events import GroundTruth, Prediction
+from stream_monitor.core.events import GroundTruth, Prediction, to_json
 
 PendingKind = Literal["prediction", "label"]
 DropReason = Literal["ttl", "capacity", "duplicate"]
@@ -34,22 +34,23 @@ class LabelJoin:
     the owner collects the counts with :meth:`take_dropped` (so label coverage is
     ``joined / (joined + dropped predictions)``).
 
-    >>> from stream_monitor.core.events import GroundTruth, Prediction
+    >>> from stream_monitor.core.events import GroundTruth, Prediction, to_json, decode
     >>> join = LabelJoin(max_pending=10, ttl_seconds=60)
-    >>> p = Prediction(prediction_id="a", model_id="m", model_version="1", timestamp=0,
-    ...                features={}, prediction=1)
-    >>> join.add_prediction(p) is None
+    >>> def prediction(pid):
+    ...     return decode(Prediction, {"prediction_id": pid, "model_id": "m", "model_version": "1",
+    ...                                "timestamp": 0, "features": {}, "prediction": 1})
+    >>> def label(pid, ms):
+    ...     return decode(GroundTruth, {"prediction_id": pid, "model_id": "m", "label": 1,
+    ...                                 "timestamp": ms})
+    >>> join.add_prediction(prediction("a")) is None
     True
-    >>> y = GroundTruth(prediction_id="a", model_id="m", label=0, timestamp=5_000)
-    >>> join.add_label(y).label.label
-    0
+    >>> join.add_label(label("a", 5_000)).label.timestamp
+    5.0
     >>> join.pending("prediction")
     0
-    >>> def label(pid, ms):
-    ...     return GroundTruth(prediction_id=pid, model_id="m", label=1, timestamp=ms)
     >>> join.add_label(label("b", 3_600_000)) is None  # waits; the watermark is now 3600 s
     True
-    >>> join.add_prediction(p.model_copy(update={"prediction_id": "c"})) is None
+    >>> join.add_prediction(prediction("c")) is None
     True
     >>> join.add_label(label("d", 3_650_000)) is None  # "c" (t=0) is older than 3650-60 s
     True
@@ -69,7 +70,7 @@ class LabelJoin:
 
     def add_prediction(self, prediction: Prediction, raw: bytes | None = None) -> Joined | None:
         """Add a prediction; ``raw`` is its JSON (serialised from it if not given)."""
-        raw = raw if raw is not None else prediction.model_dump_json().encode()
+        raw = raw if raw is not None else to_json(prediction)
         pending = self._labels.pop(prediction.prediction_id, None)
         self._advance(prediction.timestamp)
         if pending is not None:
@@ -82,7 +83,7 @@ class LabelJoin:
 
     def add_label(self, label: GroundTruth, raw: bytes | None = None) -> Joined | None:
         """Add a label; ``raw`` is its JSON (serialised from it if not given)."""
-        raw = raw if raw is not None else label.model_dump_json().encode()
+        raw = raw if raw is not None else to_json(label)
         pending = self._predictions.pop(label.prediction_id, None)
         self._advance(label.timestamp)
         if pending is not None:

@@ -26,9 +26,9 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
@@ -37,9 +37,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from stream_monitor.core.events import (
     FeatureValue,
     GroundTruth,
+    InvalidRecordError,
     NonEmpty,
     Prediction,
     Scalar,
+    decode,
     is_number,
     iso,
     unbatch,
@@ -55,10 +57,8 @@ _KINDS: dict[str, FeatureKind] = {"numeric": "numeric", "categorical": "categori
 Features = Mapping[str, FeatureValue]
 
 
-class LabelledExample(BaseModel):
+class LabelledExample(msgspec.Struct, frozen=True, gc=False):
     """The ``data`` of a labelled-example event (fields the trainer does not use are ignored)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     model_id: NonEmpty
     prediction_id: NonEmpty
@@ -66,15 +66,13 @@ class LabelledExample(BaseModel):
     prediction: Prediction
     ground_truth: GroundTruth
 
-    @model_validator(mode="after")
-    def _one_pair(self) -> LabelledExample:
+    def __post_init__(self) -> None:
         # The envelope names the pair; both events must be that pair.
         p, y = self.prediction, self.ground_truth
         if {self.prediction_id, p.prediction_id, y.prediction_id} != {self.prediction_id}:
             raise ValueError("prediction_id differs between the example and its events")
         if {self.model_id, p.model_id, y.model_id} != {self.model_id}:
             raise ValueError("model_id differs between the example and its events")
-        return self
 
     @property
     def prediction_time(self) -> float:
@@ -313,8 +311,8 @@ def _parse(event: object) -> LabelledExample | None:
     if not isinstance(event, Mapping) or event.get("type") != LABELLED_EXAMPLE_TYPE:
         return None
     try:
-        return LabelledExample.model_validate(event.get("data"))
-    except ValidationError:
+        return decode(LabelledExample, event.get("data"))
+    except InvalidRecordError:
         return None
 
 

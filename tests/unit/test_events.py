@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import (
     GroundTruth,
     InvalidRecordError,
@@ -17,8 +18,11 @@ from stream_monitor.core.events import (
     envelope,
     iso,
     parse_record,
+    unbatch,
 )
+from stream_monitor.core.monitor import MonitorCore
 
+PLACEHOLDER = 12345.678
 JAN_1_2026 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
@@ -96,12 +100,21 @@ def test_timestamp_that_is_neither_iso_nor_epoch_ms_is_refused(timestamp: object
     assert "timestamp" in error.detail
 
 
-@pytest.mark.parametrize("timestamp", ["NaN", "Infinity", "1e20"])
-def test_timestamp_that_is_not_a_finite_representable_instant_is_refused(timestamp: str) -> None:
-    # JSON itself has no NaN or Infinity, but the parser accepts them; 1e20 ms is past
-    # year 9999. Accepted, such a timestamp later crashes iso() when the pair is joined.
-    value = json.dumps(_label()).replace('"2026-01-03T00:00:00Z"', timestamp).encode()
+def test_timestamp_past_year_9999_is_refused() -> None:
+    # Accepted, such a timestamp would crash iso() when the pair is joined.
+    value = json.dumps(_label()).replace('"2026-01-03T00:00:00Z"', "1e20").encode()
     assert _refusal(GroundTruth, value).reason == "schema"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", ["timestamp", "prediction", "features"])
+def test_non_finite_number_is_invalid_json(literal: str, field: str) -> None:
+    # Python's json module writes and reads NaN, but it is not JSON. Let through, a NaN
+    # regression prediction would turn the error stream, the windowed MAE and ADWIN
+    # into NaN for good.
+    changed = {"features": {"x": PLACEHOLDER}} if field == "features" else {field: PLACEHOLDER}
+    text = json.dumps(_prediction(**changed)).replace(str(PLACEHOLDER), literal)
+    assert _refusal(Prediction, text.encode()).reason == "invalid_json"
 
 
 # ---- invalid records: the reason says which kind -----------------------------------
@@ -159,9 +172,14 @@ def test_invalid_record_error_message_starts_with_its_reason() -> None:
 # ---- what a valid record may hold ------------------------------------------------------
 
 
-def test_extra_fields_from_serving_apps_are_allowed_and_kept() -> None:
-    prediction = _parse_prediction(_prediction(request_id="r-17", tenant={"id": 4}))
-    assert prediction.model_extra == {"request_id": "r-17", "tenant": {"id": 4}}
+def test_extra_fields_from_serving_apps_are_allowed_and_kept_in_labelled_examples() -> None:
+    core = MonitorCore(MonitorSettings())
+    extra = {"request_id": "r-17", "tenant": {"id": 4}}
+    assert core.process("predictions", b"m1", json.dumps(_prediction(**extra)).encode()) == []
+    (example,) = core.process("ground_truth", b"m1", json.dumps(_label(**extra)).encode())
+    (event,) = unbatch(example.value)
+    for name in ("prediction", "ground_truth"):
+        assert extra.items() <= event["data"][name].items()
 
 
 def test_features_may_be_numbers_strings_or_null() -> None:
@@ -212,21 +230,10 @@ def test_scores_are_optional() -> None:
     assert _parse_prediction(value).scores is None
 
 
-PLACEHOLDER = 12345.678
-
-
 @pytest.mark.parametrize("literal", ["NaN", "Infinity"])
-def test_non_finite_prediction_is_refused(literal: str) -> None:
-    # NaN is not JSON, but the parser accepts it. A NaN regression prediction would turn
-    # the error stream, the windowed MAE and ADWIN into NaN for good.
-    text = json.dumps(_prediction(prediction=PLACEHOLDER)).replace(str(PLACEHOLDER), literal)
-    assert _refusal(Prediction, text.encode()).reason == "schema"
-
-
-@pytest.mark.parametrize("literal", ["NaN", "Infinity"])
-def test_non_finite_label_is_refused(literal: str) -> None:
+def test_non_finite_label_is_invalid_json(literal: str) -> None:
     text = json.dumps(_label(label=PLACEHOLDER)).replace(str(PLACEHOLDER), literal)
-    assert _refusal(GroundTruth, text.encode()).reason == "schema"
+    assert _refusal(GroundTruth, text.encode()).reason == "invalid_json"
 
 
 # ---- outgoing events ------------------------------------------------------------------

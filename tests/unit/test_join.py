@@ -4,25 +4,31 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stream_monitor.core.events import GroundTruth, Prediction
+from stream_monitor.core.events import GroundTruth, Prediction, decode
 from stream_monitor.core.join import LabelJoin
 
 DAY = 86_400.0
 
 
 def _prediction(pid: str, at: float, prediction: object = "a", version: str = "1") -> Prediction:
-    return Prediction(
-        prediction_id=pid,
-        model_id="m",
-        model_version=version,
-        timestamp=int(at * 1000),
-        features={"x": 1.0},
-        prediction=prediction,
+    return decode(
+        Prediction,
+        {
+            "prediction_id": pid,
+            "model_id": "m",
+            "model_version": version,
+            "timestamp": int(at * 1000),
+            "features": {"x": 1.0},
+            "prediction": prediction,
+        },
     )
 
 
 def _label(pid: str, at: float, label: object = "a") -> GroundTruth:
-    return GroundTruth(prediction_id=pid, model_id="m", label=label, timestamp=int(at * 1000))
+    return decode(
+        GroundTruth,
+        {"prediction_id": pid, "model_id": "m", "label": label, "timestamp": int(at * 1000)},
+    )
 
 
 # ---- order --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from stream_monitor.core.events import (
     Prediction,
     Scalar,
     batched,
+    decode,
     iso,
     unbatch,
 )
@@ -75,8 +76,8 @@ def labelled(
     monitor writes it (whether or not the monitor could score it)."""
     prediction, truth = _events(i, features, label, model_id)
     joined = Joined(
-        Prediction.model_validate_json(prediction),
-        GroundTruth.model_validate_json(truth),
+        decode(Prediction, prediction),
+        decode(GroundTruth, truth),
         prediction,
         truth,
     )
