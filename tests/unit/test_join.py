@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from collections import Counter
 
-from stream_monitor.core.events import GroundTruth, Prediction, decode
+from stream_monitor.core.events import GroundTruth, Prediction, decode, to_json
 from stream_monitor.core.join import LabelJoin
 
 DAY = 86_400.0
@@ -213,3 +215,29 @@ def test_memory_stays_bounded_on_a_stream_whose_labels_never_come() -> None:
         join.add_prediction(_prediction(f"p{i}", i))
     assert join.pending("prediction") == 100
     assert sum(join.take_dropped().values()) == 9_900
+
+
+def test_a_pickled_join_keeps_both_tables_their_order_and_the_raw_events() -> None:
+    join = LabelJoin(max_pending=2)
+    raw = {
+        pid: json.dumps({**json.loads(to_json(_prediction(pid, 0))), "extra": pid}).encode()
+        for pid in "abc"
+    }
+    for pid in "abc":  # "a" is evicted for capacity
+        join.add_prediction(decode(Prediction, raw[pid]), raw[pid])
+    early = _label("early", 1)
+    join.add_label(early)
+
+    restored = pickle.loads(pickle.dumps(join))
+
+    assert (restored.pending("prediction"), restored.pending("label")) == (2, 1)
+    assert restored.take_dropped() == Counter({("prediction", "capacity"): 1})
+    joined = restored.add_label(_label("b", 2))
+    assert joined is not None
+    assert (joined.prediction, joined.prediction_raw) == (decode(Prediction, raw["b"]), raw["b"])
+    joined = restored.add_prediction(_prediction("early", 0))
+    assert joined is not None and (joined.label, joined.label_raw) == (early, to_json(early))
+    for pid in "de":  # "e" evicts "c", the oldest left
+        restored.add_prediction(_prediction(pid, 2))
+    assert restored.take_dropped() == Counter({("prediction", "capacity"): 1})
+    assert restored.add_label(_label("c", 3)) is None
