@@ -22,8 +22,8 @@ PREFIX = "stream_monitor"
 class CoreStatsCollector(Collector):
     """Exposes the last :class:`CoreStats` the service handed over.
 
-    The service replaces the stats object after every batch (one reference
-    assignment), so a scrape never sees a half-updated state.
+    The service replaces the stats object at most once a second and whenever it is
+    idle (one reference assignment), so a scrape never sees a half-updated state.
     """
 
     def __init__(self) -> None:

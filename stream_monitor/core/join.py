@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from stream_monitor.core.events import GroundTruth, Prediction, decode, to_json
 
@@ -13,8 +12,7 @@ DropReason = Literal["ttl", "capacity", "duplicate"]
 _Table = OrderedDict[str, tuple[Prediction, bytes]] | OrderedDict[str, tuple[GroundTruth, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class Joined:
+class Joined(NamedTuple):
     prediction: Prediction
     label: GroundTruth
     prediction_raw: bytes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +39,8 @@ from stream_monitor.metrics import MonitorMetrics
 
 log = logging.getLogger(__name__)
 
+# Stats for the metrics take milliseconds (feature tests' p-values): not every batch.
+STATS_EVERY_SECONDS = 1.0
 # Bigger fetches than kafka-python's 1 MB default: fewer round trips per record.
 FETCH_BYTES = 8 * 1024 * 1024
 
@@ -71,6 +74,7 @@ class MonitorService:
         """Records of the input topics processed since the start (read by benchmarks)."""
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._stats_published = -math.inf
         self._producer: OutputProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._model_events: KafkaConsumer | None = None
@@ -130,6 +134,7 @@ class MonitorService:
             self._snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
             self._reload_state = False
         if not batch:
+            self._publish_stats()
             self._report_lag()
             return
         started = time.perf_counter()
@@ -156,8 +161,13 @@ class MonitorService:
         for output, source in others:
             self._producer.send(output, source)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.core.stats = self.core.stats()
+        if time.monotonic() - self._stats_published >= STATS_EVERY_SECONDS:
+            self._publish_stats()
         self._report_lag()
+
+    def _publish_stats(self) -> None:
+        self.metrics.core.stats = self.core.stats()
+        self._stats_published = time.monotonic()
 
     def _apply_model_events(self) -> None:
         assert self._model_events is not None
@@ -166,7 +176,7 @@ class MonitorService:
                 outcome = self.core.apply_model_event(record.value)
                 if outcome:
                     log.info("model event", extra={"outcome": outcome})
-                    self.metrics.core.stats = self.core.stats()
+                    self._publish_stats()
 
     def _prepare_model(self, key: bytes | None, tp: TopicPartition) -> None:
         """Remember which partition owns a model; restore its state on first sight."""
@@ -213,6 +223,7 @@ class MonitorService:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self.metrics.checkpoints.inc()
+        self._publish_stats()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         log.debug("checkpoint", extra={"offsets": len(offsets)})
 
