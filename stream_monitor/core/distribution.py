@@ -43,6 +43,7 @@ at once in a few vectorised passes over the window, whatever the reference's siz
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import numpy as np
@@ -336,6 +337,7 @@ def rate_p_values(
     return result
 
 
+@functools.lru_cache(maxsize=1024)  # columns with the same reference count share limits
 def rate_limits(
     alpha: float, window: int, reference_hits: int, reference_size: int, side: RateSide
 ) -> tuple[int, int]:

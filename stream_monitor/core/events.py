@@ -203,34 +203,6 @@ def deterministic_id(*parts: object) -> str:
     return str(uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts)))
 
 
-def envelope_with_raw(
-    event_type: str,
-    event_id: str,
-    time: float | str,
-    subject: str,
-    data: dict[str, Any],
-    raw: dict[str, bytes],
-) -> bytes:
-    """:func:`envelope` serialised, with ``raw`` (name -> JSON text) spliced into
-    ``data`` verbatim: the incoming events are passed on byte for byte, unparsed.
-
-    >>> envelope_with_raw("t", "1", 0.0, "m", {"a": 1}, {"b": b'{"c":2}'})[-27:]
-    b'"data":{"a":1,"b":{"c":2}}}'
-    """
-    body = orjson.dumps(envelope(event_type, event_id, time, subject, data))
-    # ``data`` is the envelope's last member, so the body ends with its two braces.
-    parts: list[bytes | memoryview] = [memoryview(body)[:-2]]
-    for name, text in raw.items():
-        parts += (_member(name), text)
-    parts.append(b"}}")
-    return b"".join(parts)
-
-
-@functools.cache
-def _member(name: str) -> bytes:
-    return b',"' + name.encode() + b'":'
-
-
 def envelope(
     event_type: str, event_id: str, time: float | str, subject: str, data: dict[str, Any]
 ) -> dict[str, Any]:

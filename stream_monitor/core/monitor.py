@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from stream_monitor.config import ModelSettings, MonitorSettings
 from stream_monitor.core.events import (
     GroundTruth,
@@ -24,7 +26,6 @@ from stream_monitor.core.events import (
     dead_letter,
     deterministic_id,
     envelope,
-    envelope_with_raw,
     is_number,
     iso,
     parse_promotion,
@@ -384,18 +385,22 @@ def _labelled_example(joined: Joined, task: Task) -> Output:
         "model_version": p.model_version,
         "prediction_id": p.prediction_id,
         "task": task,
+        # Byte for byte, unparsed: fields the monitor does not know are kept too.
+        "prediction": orjson.Fragment(joined.prediction_raw),
+        "ground_truth": orjson.Fragment(joined.label_raw),
     }
     # prediction_id is unique per model, so this id is unique and deterministic; a
     # uuid5 would cost more than the rest of the event on this hot path.
-    value = envelope_with_raw(
+    body = envelope(
         "stream_monitor.labelled_example",
         f"labelled/{p.model_id}/{p.prediction_id}",
         y.timestamp,
         p.model_id,
         data,
-        {"prediction": joined.prediction_raw, "ground_truth": joined.label_raw},
     )
-    return Output("labelled_examples", p.model_id.encode(), value, timestamp=y.timestamp)
+    return Output(
+        "labelled_examples", p.model_id.encode(), orjson.dumps(body), timestamp=y.timestamp
+    )
 
 
 def _decision_outputs(
