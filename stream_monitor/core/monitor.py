@@ -43,7 +43,7 @@ from stream_monitor.core.performance import (
 from stream_monitor.core.policy import Decision, EpisodeState, decide, decide_features
 
 InputTopic = Literal["predictions", "ground_truth"]
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 
 
 @dataclass(slots=True)

@@ -76,6 +76,9 @@ class PerformanceTracker:
         self._window_sum = 0.0
         self._since_ph_reset_sum, self._since_ph_reset_count = 0.0, 0
         self._adwin = drift.ADWIN(delta=settings.adwin_delta)
+        # ADWIN's window is every error since its last cut; its sum and width are kept
+        # here too, because asking river for them at every update costs more than ADWIN.
+        self._adwin_sum, self._adwin_width = 0.0, 0
         # river's Page-Hinkley restarts by itself on the update after it fires.
         self._page_hinkley = drift.PageHinkley(
             min_instances=settings.page_hinkley_min_instances,
@@ -111,14 +114,15 @@ class PerformanceTracker:
         self._since_ph_reset_sum += error
         self._since_ph_reset_count += 1
         signals = []
-        mean_before, width_before = self._adwin.estimation, self._adwin.width
         self._adwin.update(error)
+        self._adwin_sum += error
+        self._adwin_width += 1
         if self._adwin.drift_detected:
             # ADWIN dropped its older part: compare the dropped part with the kept part.
-            kept_mean, kept = self._adwin.estimation, self._adwin.width
-            dropped = width_before + 1 - kept
-            dropped_mean = (mean_before * width_before + error - kept_mean * kept) / dropped
+            kept_mean, kept = self._adwin.estimation, int(self._adwin.width)
+            dropped_mean = (self._adwin_sum - kept_mean * kept) / (self._adwin_width - kept)
             signals.append(PerformanceSignal("adwin", dropped_mean, kept_mean, self.observations))
+            self._adwin_sum, self._adwin_width = kept_mean * kept, kept
         self._page_hinkley.update(error)
         if self._page_hinkley.drift_detected:
             signals.append(

@@ -7,6 +7,7 @@ import random
 import statistics
 
 import pytest
+from river import drift
 
 from stream_monitor.config import PerformanceSettings
 from stream_monitor.core.performance import (
@@ -192,3 +193,25 @@ def test_regression_mae_increase_is_signalled() -> None:
     assert signals
     assert signals[0].error_after > signals[0].error_before
     assert tracker.windowed_metric == pytest.approx(3 * math.sqrt(2 / math.pi), rel=0.1)
+
+
+def test_adwin_signal_reports_the_means_of_the_dropped_and_the_kept_errors() -> None:
+    # The tracker keeps ADWIN's window sum itself; a bare river ADWIN fed the same
+    # stream says which errors each cut dropped and kept.
+    rng = random.Random(5)
+    errors = [e for p in (0.1, 0.4, 0.15, 0.5) for e in _bernoulli(rng, p, 4_000)]
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    oracle = drift.ADWIN(delta=PerformanceSettings().adwin_delta)
+    window_start, checked = 0, 0
+    for t, error in enumerate(errors, start=1):
+        signals = [s for s in tracker.update(error) if s.detector == "adwin"]
+        oracle.update(error)
+        assert bool(signals) == oracle.drift_detected
+        if signals:
+            kept_from = t - int(oracle.width)
+            assert signals[0].error_before == pytest.approx(
+                statistics.fmean(errors[window_start:kept_from])
+            )
+            assert signals[0].error_after == pytest.approx(statistics.fmean(errors[kept_from:t]))
+            window_start, checked = kept_from, checked + 1
+    assert checked >= 3
