@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -195,8 +196,13 @@ def iso(epoch_seconds: float) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _iso_second(second: int) -> str:
-    # Events of one stream share their seconds; formatting a datetime is the slow part.
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # Events of one stream share their seconds. time.strftime is the fastest formatter
+    # (3x datetime's) but writes years before 1000 with fewer than four digits.
+    utc = time.gmtime(second)
+    if utc.tm_year >= 1000:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", utc)
+    y, mo, d, h, mi, sec = utc[:6]
+    return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{sec:02d}"
 
 
 def deterministic_id(*parts: object) -> str:

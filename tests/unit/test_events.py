@@ -255,6 +255,8 @@ def test_envelope_carries_the_cloudevents_fields_with_event_time() -> None:
 
 def test_iso_time_is_utc_with_milliseconds_and_an_offset() -> None:
     assert iso(0) == "1970-01-01T00:00:00.000+00:00"
+    assert iso(-62_135_596_800) == "0001-01-01T00:00:00.000+00:00"  # four-digit years
+    assert iso(253_402_300_799.5) == "9999-12-31T23:59:59.500+00:00"
     assert datetime.fromisoformat(iso(JAN_1_2026 + 0.123)).timestamp() == JAN_1_2026 + 0.123
 
 
