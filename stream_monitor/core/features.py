@@ -209,9 +209,9 @@ class _NumericGroup:
         self.min_valid = MIN_EXPECTED * s.psi_bins
         testable = self.valid_reference >= self.min_valid
         self.bounds = np.zeros((k, s.psi_bins + 1), dtype=np.int64)
-        codes = np.empty(reference.shape, dtype=dist.code_type(n))
+        self.padded = dist.padded_rows(self.sorted)
+        codes = dist.rank_codes_by_row(self.padded, reference, n).astype(dist.code_type(n))
         for j, ref in enumerate(self.sorted):
-            codes[j] = dist.rank_codes(ref, reference[j], n)
             if testable[j]:
                 self.bounds[j] = dist.quantile_bounds(ref, s.psi_bins)
         self.reference_bins = dist.bin_counts(np.sort(codes, axis=1), self.bounds, n)
@@ -241,12 +241,13 @@ class _NumericGroup:
         return cdf
 
     def __getstate__(self) -> dict[str, object]:
-        # Derived from the sorted reference and 16 KB a column: rebuilt on restore.
-        return {k: v for k, v in self.__dict__.items() if k != "cdf"}
+        # Derived from the sorted reference (the CDFs 16 KB a column): rebuilt on restore.
+        return {k: v for k, v in self.__dict__.items() if k not in ("cdf", "padded")}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self.cdf = self._reference_cdfs()
+        self.padded = dist.padded_rows(self.sorted)
 
     def test_count(self) -> int:
         return int(sum(a.sum() for a in (self.ks_on, self.chi2_on, self.adwin_on, self.missing_on)))
@@ -272,9 +273,7 @@ class _NumericGroup:
         self.fired[:] = False
 
     def insert(self, values: dist.FloatArray) -> None:
-        codes = np.empty(values.shape, dtype=self.window.dtype)
-        for j, ref in enumerate(self.sorted):
-            codes[j] = dist.rank_codes(ref, values[j], self.size)
+        codes = dist.rank_codes_by_row(self.padded, values, self.size)
         where = _ring(self.position, values.shape[1], self.window.shape[1])
         self.window[:, where] = codes
         self.position = int(where[-1] + 1) % self.window.shape[1]

@@ -163,3 +163,15 @@ def test_ks_holds_its_level_on_average_over_references() -> None:
         d = dist.ks_from_sorted_codes(codes, np.full(windows, 200), cdf)
         rejected += int(np.sum(d > critical))
     assert rejected / (references * windows) < alpha
+
+
+def test_rank_codes_by_row_match_rank_codes_of_each_row() -> None:
+    rng = np.random.default_rng(3)
+    # Few distinct values, so that ties with the reference are common; rows of different
+    # lengths, so that the NaN padding is searched past.
+    rows = [np.sort(rng.integers(0, 20, size=n).astype(np.float64)) for n in (50, 7, 0, 31)]
+    values = rng.integers(-2, 23, size=(4, 40)).astype(np.float64)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    codes = dist.rank_codes_by_row(dist.padded_rows(rows), values, size=50)
+    for row, row_values, row_codes in zip(rows, values, codes, strict=True):
+        assert row_codes.tolist() == dist.rank_codes(row, row_values, size=50).tolist()
