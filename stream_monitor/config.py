@@ -198,6 +198,12 @@ class ModelSettings(StrictModel):
 class CheckpointSettings(StrictModel):
     every_records: int = Field(50_000, gt=0)
     every_seconds: float = Field(5.0, gt=0)
+    discard_incompatible_state: bool = Field(
+        False,
+        description="Start afresh the models whose snapshot another version wrote in a "
+        "format this one cannot read (their detectors restart, their pending predictions "
+        "and labels are dropped), instead of refusing to start.",
+    )
 
 
 class ServiceSettings(BaseSettings):

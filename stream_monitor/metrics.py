@@ -194,6 +194,12 @@ class MonitorMetrics:
             "State snapshots written and offsets committed.",
             registry=self.registry,
         )
+        self.state_discarded = Counter(
+            f"{PREFIX}_state_discarded",
+            "Model snapshots of an unreadable format, discarded at restore "
+            "(checkpoint.discard_incompatible_state).",
+            registry=self.registry,
+        )
         self.checkpoint_seconds = Histogram(
             f"{PREFIX}_checkpoint_seconds",
             "Time to flush outputs, write snapshots and commit offsets.",

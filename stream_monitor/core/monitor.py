@@ -43,7 +43,28 @@ from stream_monitor.core.performance import (
 from stream_monitor.core.policy import Decision, EpisodeState, decide, decide_features
 
 InputTopic = Literal["predictions", "ground_truth"]
+SNAPSHOT_MAGIC = b"stream-monitor/"
 SNAPSHOT_FORMAT = 2
+"""Raised whenever a snapshot's layout changes; 1 was a bare pickle (version 0.1.0)."""
+
+
+def snapshot_format(data: bytes) -> int:
+    """The format a snapshot was written in (0 for bytes that are no snapshot)."""
+    if data.startswith(SNAPSHOT_MAGIC) and len(data) > len(SNAPSHOT_MAGIC):
+        return data[len(SNAPSHOT_MAGIC)]
+    return 1 if data.startswith(b"\x80") else 0  # a pickle: the header-less format 1
+
+
+class IncompatibleSnapshotError(ValueError):
+    """A snapshot this version cannot read (written by another version of the monitor)."""
+
+    def __init__(self, model_id: str, found: int) -> None:
+        super().__init__(
+            f"the monitor-state snapshot of model {model_id!r} has format {found}, and this "
+            f"version reads format {SNAPSHOT_FORMAT} only"
+        )
+        self.model_id = model_id
+        self.found = found
 
 
 @dataclass(slots=True)
@@ -303,17 +324,19 @@ class MonitorCore:
 
     def snapshot(self, model_id: str) -> bytes:
         """One model's whole state as bytes (join, detectors, episodes)."""
-        return pickle.dumps((SNAPSHOT_FORMAT, self._models[model_id]), protocol=5)
+        return SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT]) + pickle.dumps(self._models[model_id], 5)
 
     def restore(self, model_id: str, data: bytes) -> None:
         """Replace one model's state with a snapshot from :meth:`snapshot`.
 
-        Snapshots are pickles: only restore bytes this service wrote (the state topic
-        must not be writable by anyone else).
+        Raises :class:`IncompatibleSnapshotError`, before unpickling anything, for a
+        snapshot of another format. Snapshots are pickles: only restore bytes this
+        service wrote (the state topic must not be writable by anyone else).
         """
-        fmt, state = pickle.loads(data)  # our own state topic, see docstring
-        if fmt != SNAPSHOT_FORMAT or not isinstance(state, ModelState):
-            raise ValueError(f"unknown snapshot format {fmt!r} for model {model_id!r}")
+        found = snapshot_format(data)
+        if found != SNAPSHOT_FORMAT:
+            raise IncompatibleSnapshotError(model_id, found)
+        state = pickle.loads(data[len(SNAPSHOT_MAGIC) + 1 :])  # our own topic, see above
         # Settings come from this process's configuration, not from the snapshot.
         state.settings = self.settings.for_model(model_id)
         self._models[model_id] = state

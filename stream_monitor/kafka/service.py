@@ -31,10 +31,20 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import Output, Prediction, batched
-from stream_monitor.core.monitor import InputTopic, MonitorCore
+from stream_monitor.core.monitor import (
+    SNAPSHOT_FORMAT,
+    InputTopic,
+    MonitorCore,
+    snapshot_format,
+)
 from stream_monitor.kafka import state
 from stream_monitor.kafka.output import OutputProducer
-from stream_monitor.kafka.topics import STATE_MAX_MESSAGE_BYTES, assign_all, ensure_topics
+from stream_monitor.kafka.topics import (
+    STATE_MAX_MESSAGE_BYTES,
+    StartupError,
+    assign_all,
+    ensure_topics,
+)
 from stream_monitor.metrics import MonitorMetrics
 
 log = logging.getLogger(__name__)
@@ -131,7 +141,8 @@ class MonitorService:
             max_records=self.settings.kafka.max_poll_records,
         )
         if self._reload_state:
-            self._snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
+            snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
+            self._snapshots = self._readable(snapshots)
             self._reload_state = False
         if not batch:
             self._publish_stats()
@@ -142,8 +153,9 @@ class MonitorService:
         others: list[tuple[Output, ConsumerRecord]] = []
         for tp, records in batch.items():
             topic = self._input[tp.topic]
+            for key in {record.key for record in records}:
+                self._prepare_model(key, tp)
             for record in records:
-                self._prepare_model(record.key, tp)
                 for output in self.core.process(topic, record.key, record.value):
                     if output.topic == "labelled_examples":
                         examples[output.key].append(output)
@@ -168,6 +180,31 @@ class MonitorService:
     def _publish_stats(self) -> None:
         self.metrics.core.stats = self.core.stats()
         self._stats_published = time.monotonic()
+
+    def _readable(self, snapshots: dict[str, bytes]) -> dict[str, bytes]:
+        """The snapshots this version can restore; the others stop the service unless
+        ``checkpoint.discard_incompatible_state`` says to start those models afresh."""
+        unreadable = {
+            model_id: found
+            for model_id, data in snapshots.items()
+            if (found := snapshot_format(data)) != SNAPSHOT_FORMAT
+        }
+        if not unreadable:
+            return snapshots
+        if not self.settings.checkpoint.discard_incompatible_state:
+            model_id, found = next(iter(unreadable.items()))
+            raise StartupError(
+                f"{len(unreadable)} model snapshots in {self.settings.topics.monitor_state} "
+                f"have a format this version cannot read (model {model_id!r}: format {found}, "
+                f"this version: {SNAPSHOT_FORMAT}). Run the version that wrote them, or set "
+                "checkpoint.discard_incompatible_state: true (environment: "
+                "STREAM_MONITOR_CHECKPOINT__DISCARD_INCOMPATIBLE_STATE=true) to start those "
+                "models afresh, losing their detector state and pending join entries."
+            )
+        for model_id, found in unreadable.items():
+            log.warning("model state discarded", extra={"model_id": model_id, "format": found})
+            self.metrics.state_discarded.inc()
+        return {m: data for m, data in snapshots.items() if m not in unreadable}
 
     def _apply_model_events(self) -> None:
         assert self._model_events is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+from typing import Any
 
 import pytest
 import requests
@@ -10,6 +12,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from prometheus_client import start_http_server
 
+from stream_monitor.config import MonitorSettings
+from stream_monitor.kafka import state
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import StartupError
 from stream_monitor.metrics import MonitorMetrics
@@ -214,3 +218,46 @@ def test_promotion_resets_the_new_version_and_ends_the_old_cooldown(bootstrap: s
         wait_until(lambda: labelled("2") == 300, 60, "version 2 counted afresh", monitor)
     second = values(bootstrap, settings.topics.retrain_requests)[1]["data"]
     assert (second["model_version"], second["episode"]) == ("1", 2)
+
+
+def _with_an_unreadable_snapshot(bootstrap: str, **overrides: Any) -> MonitorSettings:
+    """Settings whose state topic holds model m's snapshot as version 0.1.0 wrote it."""
+    settings = settings_for(bootstrap, **overrides)
+    create_topics(settings)
+    legacy = pickle.dumps((1, {"join": "of an older layout"}), protocol=5)
+    produce(bootstrap, settings.topics.monitor_state, [(b"m", state.encode(legacy))])
+    return settings
+
+
+def test_refuses_to_start_on_a_snapshot_written_in_another_format(bootstrap: str) -> None:
+    settings = _with_an_unreadable_snapshot(bootstrap)
+    with pytest.raises(StartupError, match="discard_incompatible_state") as refused:
+        MonitorService(settings, MonitorMetrics()).run()
+    assert "'m': format 1" in str(refused.value)
+
+
+def test_can_start_the_models_of_unreadable_snapshots_afresh(bootstrap: str) -> None:
+    settings = _with_an_unreadable_snapshot(
+        bootstrap, checkpoint={"discard_incompatible_state": True}
+    )
+    metrics = MonitorMetrics()
+    with running_monitor(settings, metrics) as monitor:
+        produce(
+            bootstrap,
+            settings.topics.predictions,
+            [(b"m", json.dumps(_prediction("p1", "m")).encode())],
+        )
+        label = {
+            "prediction_id": "p1",
+            "model_id": "m",
+            "label": "yes",
+            "timestamp": 1_767_225_660_000,
+        }
+        produce(bootstrap, settings.topics.ground_truth, [(b"m", json.dumps(label).encode())])
+        wait_until(
+            lambda: metrics.registry.get_sample_value("stream_monitor_joined_total") == 1,
+            60,
+            "the pair to join in the fresh model",
+            monitor,
+        )
+    assert metrics.registry.get_sample_value("stream_monitor_state_discarded_total") == 1

@@ -53,6 +53,7 @@ METRICS: dict[str, set[str]] = {
     "stream_monitor_feature_missing_ratio": {"model_id", "model_version", "feature"},
     "stream_monitor_consumer_lag_records": {"topic"},
     "stream_monitor_checkpoints_total": set(),
+    "stream_monitor_state_discarded_total": set(),
     **{f"stream_monitor_batch_processing_seconds{s}": set() for s in _HIST},
     **{f"stream_monitor_checkpoint_seconds{s}": set() for s in _HIST},
 }

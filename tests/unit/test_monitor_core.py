@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -12,7 +13,14 @@ import pytest
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import Output
-from stream_monitor.core.monitor import InputTopic, MonitorCore
+from stream_monitor.core.monitor import (
+    SNAPSHOT_FORMAT,
+    SNAPSHOT_MAGIC,
+    IncompatibleSnapshotError,
+    InputTopic,
+    MonitorCore,
+    snapshot_format,
+)
 from stream_monitor.simulate import Scenario, stream
 from stream_monitor.trainer.dataset import Dataset, build_dataset
 from stream_monitor.trainer.settings import TrainingSettings
@@ -231,6 +239,26 @@ def test_restore_takes_settings_from_this_process_not_the_snapshot() -> None:
     second.process("ground_truth", b"m", _label("p2", 5))
     version = second.stats().versions["m", "2"]
     assert (version.task, version.windowed_metric) == ("regression", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        # Version 0.1.0 wrote a bare pickle; this one would no longer unpickle.
+        (pickle.dumps((1, {"a model state": "of another layout"}), protocol=5), 1),
+        (SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT + 1]) + b"from a newer version", 3),
+        (b"", 0),
+    ],
+    ids=["bare-pickle", "newer", "empty"],
+)
+def test_a_snapshot_of_another_format_is_refused_before_it_is_unpickled(
+    data: bytes, found: int
+) -> None:
+    core = MonitorCore(MonitorSettings())
+    with pytest.raises(IncompatibleSnapshotError, match=f"format {found}") as refused:
+        core.restore("m", data)
+    assert (refused.value.model_id, refused.value.found, core.models()) == ("m", found, [])
+    assert snapshot_format(data) == found
 
 
 def test_forget_drops_a_models_state() -> None:
