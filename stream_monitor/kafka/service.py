@@ -119,7 +119,9 @@ class MonitorService:
         assign_all(self._model_events, self.settings.topics.model_events, from_beginning=True)
         log.info("monitor started", extra={"topics": list(self._input)})
         # The 120,000 objects of the imported libraries never become garbage: moved out
-        # of the collector's sight, they no longer make each full collection slow.
+        # of the collector's sight, they no longer make each full collection slow. The
+        # collection first, so that garbage is not kept for good.
+        gc.collect()
         gc.freeze()
         try:
             while not self.stop.is_set():
