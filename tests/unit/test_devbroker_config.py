@@ -39,6 +39,7 @@ def test_single_node_kraft_properties(tmp_path: Path) -> None:
     assert props["num.partitions"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "true"
+    assert props["log.retention.ms"] == "-1"  # replayed history would be deleted at once
     for key in (
         "offsets.topic.replication.factor",
         "transaction.state.log.replication.factor",
