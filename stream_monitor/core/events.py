@@ -194,7 +194,7 @@ def iso(epoch_seconds: float) -> str:
     return _iso_second(second) + _MILLISECONDS[micros // 1000]
 
 
-_MILLISECONDS = [f".{ms:03d}+00:00" for ms in range(1000)]  # formatting each took as long
+_MILLISECONDS = [f".{ms:03d}+00:00" for ms in range(1000)]  # looked up: formatting cost as much
 
 
 @functools.lru_cache(maxsize=4096)

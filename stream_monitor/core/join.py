@@ -34,7 +34,7 @@ class LabelJoin:
     the owner collects the counts with :meth:`take_dropped` (so label coverage is
     ``joined / (joined + dropped predictions)``).
 
-    >>> from stream_monitor.core.events import GroundTruth, Prediction, decode, to_json, decode
+    >>> from stream_monitor.core.events import GroundTruth, Prediction, decode
     >>> join = LabelJoin(max_pending=10, ttl_seconds=60)
     >>> def prediction(pid):
     ...     return decode(Prediction, {"prediction_id": pid, "model_id": "m", "model_version": "1",
@@ -95,8 +95,8 @@ class LabelJoin:
 
     def __getstate__(self) -> dict[str, object]:
         # Pending events travel as the JSON they came as, in one blob per table, and are
-        # parsed again on restore: pickling 50,000 parsed events took 150 ms of every
-        # checkpoint, 50,000 separate bytes objects 45 ms, one blob 5.
+        # parsed again on restore. With 50,000 pending, a snapshot took 150 ms holding the
+        # parsed events, 45 ms holding their bytes one by one, 20 ms with one blob.
         state = dict(self.__dict__)
         for name in ("_predictions", "_labels"):
             raws = [raw for _, raw in state[name].values()]

@@ -45,7 +45,7 @@ from stream_monitor.core.policy import Decision, EpisodeState, decide, decide_fe
 InputTopic = Literal["predictions", "ground_truth"]
 SNAPSHOT_MAGIC = b"stream-monitor/"
 SNAPSHOT_FORMAT = 2
-"""Raised whenever a snapshot's layout changes; 1 was a bare pickle (version 0.1.0)."""
+"""Incremented whenever a snapshot's layout changes; 1 was a bare pickle (version 0.1.0)."""
 
 
 def snapshot_format(data: bytes) -> int:
@@ -55,13 +55,35 @@ def snapshot_format(data: bytes) -> int:
     return 1 if data.startswith(b"\x80") else 0  # a pickle: the header-less format 1
 
 
+def readable_snapshots(
+    snapshots: Mapping[str, bytes], discard_unreadable: bool
+) -> tuple[dict[str, bytes], dict[str, int]]:
+    """The snapshots this version can restore, and the format of each one it cannot
+    (by model_id). Unless ``discard_unreadable``, an unreadable one raises
+    :class:`IncompatibleSnapshotError` instead: its model would lose its state.
+
+    >>> readable_snapshots({"a": b"no snapshot"}, discard_unreadable=True)
+    ({}, {'a': 0})
+    """
+    unreadable = {
+        model_id: found
+        for model_id, data in snapshots.items()
+        if (found := snapshot_format(data)) != SNAPSHOT_FORMAT
+    }
+    if unreadable and not discard_unreadable:
+        raise IncompatibleSnapshotError(*next(iter(unreadable.items())), count=len(unreadable))
+    readable = {m: data for m, data in snapshots.items() if m not in unreadable}
+    return readable, unreadable
+
+
 class IncompatibleSnapshotError(ValueError):
     """A snapshot this version cannot read (written by another version of the monitor)."""
 
-    def __init__(self, model_id: str, found: int) -> None:
+    def __init__(self, model_id: str, found: int, count: int = 1) -> None:
+        others = f" (and {count - 1} other models' snapshots)" if count > 1 else ""
         super().__init__(
-            f"the monitor-state snapshot of model {model_id!r} has format {found}, and this "
-            f"version reads format {SNAPSHOT_FORMAT} only"
+            f"the monitor-state snapshot of model {model_id!r}{others} has format {found}, "
+            f"and this version reads format {SNAPSHOT_FORMAT} only"
         )
         self.model_id = model_id
         self.found = found

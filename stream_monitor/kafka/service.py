@@ -32,10 +32,10 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import Output, Prediction, batched
 from stream_monitor.core.monitor import (
-    SNAPSHOT_FORMAT,
+    IncompatibleSnapshotError,
     InputTopic,
     MonitorCore,
-    snapshot_format,
+    readable_snapshots,
 )
 from stream_monitor.kafka import state
 from stream_monitor.kafka.output import OutputProducer
@@ -184,29 +184,21 @@ class MonitorService:
         self._stats_published = time.monotonic()
 
     def _readable(self, snapshots: dict[str, bytes]) -> dict[str, bytes]:
-        """The snapshots this version can restore; the others stop the service unless
-        ``checkpoint.discard_incompatible_state`` says to start those models afresh."""
-        unreadable = {
-            model_id: found
-            for model_id, data in snapshots.items()
-            if (found := snapshot_format(data)) != SNAPSHOT_FORMAT
-        }
-        if not unreadable:
-            return snapshots
-        if not self.settings.checkpoint.discard_incompatible_state:
-            model_id, found = next(iter(unreadable.items()))
+        try:
+            readable, discarded = readable_snapshots(
+                snapshots, self.settings.checkpoint.discard_incompatible_state
+            )
+        except IncompatibleSnapshotError as exc:
             raise StartupError(
-                f"{len(unreadable)} model snapshots in {self.settings.topics.monitor_state} "
-                f"have a format this version cannot read (model {model_id!r}: format {found}, "
-                f"this version: {SNAPSHOT_FORMAT}). Run the version that wrote them, or set "
+                f"{exc}. Run the version that wrote them, or set "
                 "checkpoint.discard_incompatible_state: true (environment: "
                 "STREAM_MONITOR_CHECKPOINT__DISCARD_INCOMPATIBLE_STATE=true) to start those "
                 "models afresh, losing their detector state and pending join entries."
-            )
-        for model_id, found in unreadable.items():
+            ) from None
+        for model_id, found in discarded.items():
             log.warning("model state discarded", extra={"model_id": model_id, "format": found})
             self.metrics.state_discarded.inc()
-        return {m: data for m, data in snapshots.items() if m not in unreadable}
+        return readable
 
     def _apply_model_events(self) -> None:
         assert self._model_events is not None

@@ -233,7 +233,7 @@ def test_refuses_to_start_on_a_snapshot_written_in_another_format(bootstrap: str
     settings = _with_an_unreadable_snapshot(bootstrap)
     with pytest.raises(StartupError, match="discard_incompatible_state") as refused:
         MonitorService(settings, MonitorMetrics()).run()
-    assert "'m': format 1" in str(refused.value)
+    assert "model 'm' has format 1" in str(refused.value)
 
 
 def test_can_start_the_models_of_unreadable_snapshots_afresh(bootstrap: str) -> None:

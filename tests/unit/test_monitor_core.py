@@ -19,6 +19,7 @@ from stream_monitor.core.monitor import (
     IncompatibleSnapshotError,
     InputTopic,
     MonitorCore,
+    readable_snapshots,
     snapshot_format,
 )
 from stream_monitor.simulate import Scenario, stream
@@ -259,6 +260,17 @@ def test_a_snapshot_of_another_format_is_refused_before_it_is_unpickled(
         core.restore("m", data)
     assert (refused.value.model_id, refused.value.found, core.models()) == ("m", found, [])
     assert snapshot_format(data) == found
+
+
+def test_unreadable_snapshots_refuse_the_start_unless_their_models_may_start_afresh() -> None:
+    core = MonitorCore(MonitorSettings())
+    _pair(core, "p1", "a", "a")
+    snapshots = {"m": core.snapshot("m"), "old": pickle.dumps((1, {}), 5), "odd": b"?"}
+    with pytest.raises(IncompatibleSnapshotError, match="and 1 other models'"):
+        readable_snapshots(snapshots, discard_unreadable=False)
+    readable, discarded = readable_snapshots(snapshots, discard_unreadable=True)
+    assert (readable, discarded) == ({"m": snapshots["m"]}, {"old": 1, "odd": 0})
+    assert readable_snapshots({"m": snapshots["m"]}, discard_unreadable=False)[1] == {}
 
 
 def test_forget_drops_a_models_state() -> None:
