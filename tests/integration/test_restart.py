@@ -67,3 +67,38 @@ def test_sigterm_then_restart_resumes_from_committed_offsets(
     # Detector and episode state survived the restart: still one request for one drop.
     assert len(values(bootstrap, settings.topics.retrain_requests)) == 1
     assert "monitor stopped cleanly" in log.read_text()
+
+
+def test_kill_9_then_restart_replays_from_the_last_checkpoint_and_loses_nothing(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    # Checkpoints every second (settings_for); small polls so the kill lands mid-stream.
+    settings = settings_for(bootstrap, kafka={"max_poll_records": 50})
+    config = tmp_path / "monitor.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    log = tmp_path / "monitor.log"
+    produce_scenario(settings, SCENARIO)
+
+    first = _start(config, log)
+    wait_until(lambda: len(_labelled_ids(settings)) >= 3000, 120, "the first run to make progress")
+    first.kill()  # SIGKILL: no last checkpoint, no clean close
+    first.wait(timeout=60)
+    assert len(set(_labelled_ids(settings))) < SCENARIO.events, "nothing left to replay"
+
+    second = _start(config, log)
+    try:
+        wait_until(
+            lambda: len(set(_labelled_ids(settings))) >= SCENARIO.events,
+            120,
+            "the second run to finish the stream",
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0, log.read_text()
+
+    # At least once: what the first run did after its last checkpoint is done again, so
+    # some examples repeat, but every prediction is joined, pending ones included.
+    assert set(_labelled_ids(settings)) == {f"p{i}" for i in range(SCENARIO.events)}
+    # A repeated retrain request keeps its id: the trainer answers it once.
+    requests = values(bootstrap, settings.topics.retrain_requests)
+    assert len({r["id"] for r in requests}) == 1
