@@ -118,10 +118,8 @@ def rank_codes(reference_sorted: FloatArray, values: ArrayLike, size: int) -> In
     [0, 1, 2, 3, 6, 7]
     """
     v = np.asarray(values, dtype=np.float64)
-    left = reference_sorted.searchsorted(v, "left")
-    right = reference_sorted.searchsorted(v, "right")
-    codes: IntArray = 2 * left + (right > left)
-    codes[np.isnan(v)] = 2 * size + 1
+    row = rank_codes_by_row(padded_rows([reference_sorted]), v.reshape(1, -1), size)
+    codes: IntArray = row.reshape(v.shape)
     return codes
 
 
@@ -140,8 +138,8 @@ def padded_rows(rows: Sequence[FloatArray]) -> FloatArray:
 
 def rank_codes_by_row(padded: FloatArray, values: FloatArray, size: int) -> IntArray:
     """:func:`rank_codes` of each row of ``values`` against the same row of ``padded``
-    (from :func:`padded_rows`): one search per row instead of two, and the tie test for
-    all rows at once.
+    (from :func:`padded_rows`): one search per row, and the tie test for all rows at
+    once.
 
     >>> padded = padded_rows([np.array([1.0, 2.0, 2.0]), np.array([5.0])])
     >>> rank_codes_by_row(padded, np.array([[2.0, 9.0], [5.0, np.nan]]), size=3).tolist()

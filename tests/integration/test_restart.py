@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,21 @@ def _labelled_ids(settings: MonitorSettings) -> list[str]:
     return [e["data"]["prediction_id"] for e in examples]
 
 
-def test_sigterm_then_restart_resumes_from_committed_offsets(
-    bootstrap: str, tmp_path: Path
-) -> None:
-    # Small polls so the first run is surely stopped with records still unread.
+def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log.read_text()
+
+
+def _interrupted_then_finished(
+    bootstrap: str,
+    tmp_path: Path,
+    progress: int,
+    interrupt: Callable[[subprocess.Popen[bytes], Path], None],
+) -> tuple[MonitorSettings, Path]:
+    """Run the monitor on SCENARIO until ``progress`` examples, ``interrupt`` it, then
+    start it again until every prediction is joined; returns its settings and its log."""
+    # Small polls so the first run is surely interrupted with records still unread;
+    # checkpoints every second (settings_for).
     settings = settings_for(bootstrap, kafka={"max_poll_records": 50})
     config = tmp_path / "monitor.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
@@ -43,22 +55,33 @@ def test_sigterm_then_restart_resumes_from_committed_offsets(
     produce_scenario(settings, SCENARIO)
 
     first = _start(config, log)
-    wait_until(lambda: len(_labelled_ids(settings)) >= 1000, 120, "the first run to make progress")
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=60) == 0, log.read_text()
-    stopped_at = len(_labelled_ids(settings))
-    assert stopped_at < SCENARIO.events, "the first run finished everything; nothing to resume"
+    wait_until(
+        lambda: len(_labelled_ids(settings)) >= progress, 120, "the first run to make progress"
+    )
+    interrupt(first, log)
+    assert len(_labelled_ids(settings)) < SCENARIO.events, "the first run finished everything"
 
     second = _start(config, log)
     try:
         wait_until(
-            lambda: len(_labelled_ids(settings)) >= SCENARIO.events,
+            lambda: len(set(_labelled_ids(settings))) >= SCENARIO.events,
             120,
             "the second run to finish the stream",
         )
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0, log.read_text()
+        _stop(second, log)
+    return settings, log
+
+
+def _kill_9(process: subprocess.Popen[bytes], _log: Path) -> None:
+    process.kill()  # SIGKILL: no last checkpoint, no clean close
+    process.wait(timeout=60)
+
+
+def test_sigterm_then_restart_resumes_from_committed_offsets(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    settings, log = _interrupted_then_finished(bootstrap, tmp_path, 1000, _stop)
 
     ids = _labelled_ids(settings)
     # Every prediction joined exactly once: nothing skipped, nothing processed twice,
@@ -72,29 +95,7 @@ def test_sigterm_then_restart_resumes_from_committed_offsets(
 def test_kill_9_then_restart_replays_from_the_last_checkpoint_and_loses_nothing(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    # Checkpoints every second (settings_for); small polls so the kill lands mid-stream.
-    settings = settings_for(bootstrap, kafka={"max_poll_records": 50})
-    config = tmp_path / "monitor.yaml"
-    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
-    log = tmp_path / "monitor.log"
-    produce_scenario(settings, SCENARIO)
-
-    first = _start(config, log)
-    wait_until(lambda: len(_labelled_ids(settings)) >= 3000, 120, "the first run to make progress")
-    first.kill()  # SIGKILL: no last checkpoint, no clean close
-    first.wait(timeout=60)
-    assert len(set(_labelled_ids(settings))) < SCENARIO.events, "nothing left to replay"
-
-    second = _start(config, log)
-    try:
-        wait_until(
-            lambda: len(set(_labelled_ids(settings))) >= SCENARIO.events,
-            120,
-            "the second run to finish the stream",
-        )
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0, log.read_text()
+    settings, _ = _interrupted_then_finished(bootstrap, tmp_path, 3000, _kill_9)
 
     # At least once: what the first run did after its last checkpoint is done again, so
     # some examples repeat, but every prediction is joined, pending ones included.
