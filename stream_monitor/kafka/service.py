@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # Stats for the metrics take milliseconds (feature tests' p-values): not every batch.
 STATS_EVERY_SECONDS = 1.0
+# Promotions are rare, and each poll of their topic costs a millisecond (a round trip
+# to kafka-python's IO thread): looked for at most this often.
+MODEL_EVENTS_EVERY_SECONDS = 1.0
 # Bigger fetches than kafka-python's 1 MB default: fewer round trips per record.
 FETCH_BYTES = 8 * 1024 * 1024
 
@@ -85,6 +88,7 @@ class MonitorService:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._stats_published = -math.inf
+        self._model_events_read = -math.inf
         self._producer: OutputProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._model_events: KafkaConsumer | None = None
@@ -202,6 +206,9 @@ class MonitorService:
 
     def _apply_model_events(self) -> None:
         assert self._model_events is not None
+        if time.monotonic() - self._model_events_read < MODEL_EVENTS_EVERY_SECONDS:
+            return
+        self._model_events_read = time.monotonic()
         for records in self._model_events.poll(timeout_ms=0).values():
             for record in records:
                 outcome = self.core.apply_model_event(record.value)

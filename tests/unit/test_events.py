@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from stream_monitor.core.events import (
     InvalidRecordError,
     Output,
     Prediction,
+    batched,
     deterministic_id,
     envelope,
     iso,
@@ -98,6 +100,12 @@ def test_timestamp_that_is_neither_iso_nor_epoch_ms_is_refused(timestamp: object
     error = _refusal(GroundTruth, json.dumps(_label(timestamp=timestamp)).encode())
     assert error.reason == "schema"
     assert "timestamp" in error.detail
+
+
+def test_events_refuse_pickling_which_would_convert_their_timestamp_twice() -> None:
+    label = parse_record(GroundTruth, b"m1", json.dumps(_label()).encode())
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(label)
 
 
 def test_timestamp_past_year_9999_is_refused() -> None:
@@ -296,3 +304,28 @@ def test_deterministic_id_is_stable_across_releases() -> None:
     assert deterministic_id("retrain.requested", "m", "1", 1) == (
         "815c0b83-d896-565a-8380-cbdc79da1c38"
     )
+
+
+def test_batches_stay_within_their_size_and_keep_order() -> None:
+    keys = ["a"] * 30 + ["b"] * 5 + ["a"] * 3
+    events = [
+        Output.event("labelled_examples", key, {"id": i, "pad": "x" * (i % 7 * 10)}, 100.0 - i)
+        for i, key in enumerate(keys)
+    ]
+    events.insert(10, Output.event("labelled_examples", "a", {"id": -1, "pad": "y" * 500}, 0.0))
+    time_of = {unbatch(e.value)[0]["id"]: e.timestamp for e in events}
+
+    records = batched(events, max_bytes=300)
+
+    assert [e for r in records for e in unbatch(r.value)] == [unbatch(e.value)[0] for e in events]
+    assert [r.key for r in records].count(b"b") == 1
+    position = 0
+    for record in records:
+        ids = [e["id"] for e in unbatch(record.value)]
+        assert {events[position + n].key for n in range(len(ids))} == {record.key}
+        assert len(record.value) <= 300 or len(ids) == 1  # an event too big goes alone
+        assert record.timestamp == max(time_of[i] for i in ids)
+        position += len(ids)
+        # Greedy: the next event of the same key would not have fitted.
+        if position < len(events) and events[position].key == record.key:
+            assert len(record.value) + 1 + len(events[position].value) > 300
