@@ -149,7 +149,8 @@ def rank_codes_by_row(padded: FloatArray, values: FloatArray, size: int) -> IntA
     for j in range(len(values)):
         left[j] = padded[j].searchsorted(values[j])
     # A value equal to a reference value is where the search put it (never a NaN pad).
-    tie = np.take_along_axis(padded, left, axis=1) == values
+    rows = np.arange(0, padded.size, padded.shape[1])[:, None]
+    tie = padded.ravel()[left + rows] == values
     codes: IntArray = 2 * left + tie
     codes[np.isnan(values)] = 2 * size + 1
     return codes
@@ -180,14 +181,31 @@ def reference_cdf(reference_sorted: FloatArray, size: int) -> FloatArray:
     return result
 
 
-def ks_from_sorted_codes(codes: IntArray, valid: IntArray, reference: FloatArray) -> FloatArray:
+def ks_steps(cdfs: FloatArray) -> FloatArray:
+    """What :func:`ks_from_sorted_codes` reads of reference distribution functions
+    (rows of :func:`reference_cdf`): at each code $c$ from 0 to ``span`` (the missing
+    code), the pair $F(c)$ and $F(c - 1)$, clamped to the table, so that one lookup per
+    window value gives both.
+
+    >>> ks_steps(np.array([[0.0, 0.5, 1.0]]))[0].tolist()
+    [[0.0, 0.0], [0.5, 0.0], [1.0, 0.5], [1.0, 1.0]]
+    """
+    span = cdfs.shape[-1]
+    codes = np.arange(span + 1)
+    steps: FloatArray = np.stack(
+        (cdfs[:, np.minimum(codes, span - 1)], cdfs[:, np.maximum(codes - 1, 0)]), axis=-1
+    )
+    return steps
+
+
+def ks_from_sorted_codes(codes: IntArray, valid: IntArray, steps: FloatArray) -> FloatArray:
     r"""KS statistics of windows given as rank codes (rows: features).
 
     Each row of ``codes`` is sorted, its ``valid[j]`` values first and missing codes
-    after; ``reference[j]`` is :func:`reference_cdf` of that feature. Between two
-    consecutive codes of the window its distribution function is constant and the
-    reference's is non-decreasing, so the supremum is reached next to a window value:
-    with $c_i$ the $i$-th code (from 0) and $m$ the valid values,
+    after; ``steps[j]`` is :func:`ks_steps` of that feature's :func:`reference_cdf`.
+    Between two consecutive codes of the window its distribution function is constant
+    and the reference's is non-decreasing, so the supremum is reached next to a window
+    value: with $c_i$ the $i$-th code (from 0) and $m$ the valid values,
 
     $$D = \max_i \max\left(\frac{i+1}{m} - F_{ref}(c_i),\;
     F_{ref}(c_i - 1) - \frac{i}{m}\right)$$
@@ -195,15 +213,13 @@ def ks_from_sorted_codes(codes: IntArray, valid: IntArray, reference: FloatArray
     (inside a run of equal codes only its ends matter, and the other terms are smaller).
     One pass over the window, however long the reference. A row with no value gives 0.
     """
-    span = reference.shape[1]
-    flat = reference.ravel()
-    base = (np.arange(codes.shape[0]) * span)[:, None]
-    code = codes.astype(np.intp)
+    rows = np.arange(0, steps.shape[0] * steps.shape[1], steps.shape[1])[:, None]
+    at = steps.reshape(-1, 2)[codes + rows]  # (features, window, 2): F(c_i), F(c_i - 1)
     step = 1.0 / np.maximum(valid, 1)[:, None]
     position = np.arange(codes.shape[1], dtype=np.float64)
-    # Capped at 1 so that missing codes (past the last valid one) add nothing.
-    above = np.minimum((position + 1.0) * step, 1.0) - flat[base + np.minimum(code, span - 1)]
-    below = flat[base + np.maximum(code - 1, 0)] - np.minimum(position * step, 1.0)
+    # Capped at 1 so that missing codes (past the last valid one, F = 1) add nothing.
+    above = np.minimum((position + 1.0) * step, 1.0) - at[..., 0]
+    below = at[..., 1] - np.minimum(position * step, 1.0)
     result: FloatArray = np.maximum(above.max(axis=1), below.max(axis=1))
     return result
 
@@ -222,7 +238,8 @@ def ks_statistic(reference: ArrayLike, current: ArrayLike) -> float:
     size = len(ref)
     codes = np.sort(rank_codes(ref, current, size))[None, :]
     valid = np.count_nonzero(codes < 2 * size + 1, axis=1)
-    return float(ks_from_sorted_codes(codes, valid, reference_cdf(ref, size)[None, :])[0])
+    steps = ks_steps(reference_cdf(ref, size)[None, :])
+    return float(ks_from_sorted_codes(codes, valid, steps)[0])
 
 
 def ks_p_value(d: ArrayLike, n: ArrayLike, m: ArrayLike) -> FloatArray:
@@ -297,9 +314,10 @@ def chi2_homogeneity(reference_counts: ArrayLike, current_counts: ArrayLike) -> 
     c = np.asarray(current_counts, dtype=np.float64)
     n_r, n_c = r.sum(axis=-1, keepdims=True), c.sum(axis=-1, keepdims=True)
     # The same sum, rewritten for a 2 x k table: (r_j N_c - c_j N_r)^2 / (T_j N_r N_c).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        terms = (r * n_c - c * n_r) ** 2 / ((r + c) * n_r * n_c)
-    stat: FloatArray = np.nansum(terms, axis=-1)
+    numerator = (r * n_c - c * n_r) ** 2
+    denominator = (r + c) * n_r * n_c
+    terms = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+    stat: FloatArray = terms.sum(axis=-1)
     return stat
 
 

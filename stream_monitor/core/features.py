@@ -219,7 +219,7 @@ class _NumericGroup:
         self.mean = np.array([r.mean() if len(r) else 0.0 for r in self.sorted])
         self.std = np.array([r.std() if len(r) else 0.0 for r in self.sorted])
         self.ks_on = testable
-        self.cdf = self._reference_cdfs()
+        self.ks_steps = self._ks_steps()
         self.chi2_on = testable & (self.dof > 0)
         self.adwin_on = testable & (self.std > 0)
         self.missing_on = np.array([c.role != "prediction" for c in columns])
@@ -234,19 +234,19 @@ class _NumericGroup:
         self.missing_drifted = np.zeros(k, dtype=bool)
         self.last: dict[str, dist.FloatArray] = {}
 
-    def _reference_cdfs(self) -> dist.FloatArray:
+    def _ks_steps(self) -> dist.FloatArray:
         cdf = np.zeros((len(self.columns), 2 * self.size + 1))
         for j in np.flatnonzero(self.ks_on).tolist():
             cdf[j] = dist.reference_cdf(self.sorted[j], self.size)
-        return cdf
+        return dist.ks_steps(cdf)
 
     def __getstate__(self) -> dict[str, object]:
-        # Derived from the sorted reference (the CDFs 16 KB a column): rebuilt on restore.
-        return {k: v for k, v in self.__dict__.items() if k not in ("cdf", "padded")}
+        # Derived from the sorted reference (the CDFs 32 KB a column): rebuilt on restore.
+        return {k: v for k, v in self.__dict__.items() if k not in ("ks_steps", "padded")}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self.cdf = self._reference_cdfs()
+        self.ks_steps = self._ks_steps()
         self.padded = dist.padded_rows(self.sorted)
 
     def test_count(self) -> int:
@@ -287,10 +287,13 @@ class _NumericGroup:
             # A block mean in units of its own standard error: about N(0, 1) on any
             # feature, the scale ADWIN's bound is written for.
             z = (mean - self.mean) / self.std * np.sqrt(count)
-        for j, detector in enumerate(self.adwins):
-            if detector is not None and count[j] > 0:
-                detector.update(float(z[j]))
-                self.fired[j] |= detector.drift_detected
+        # Python floats and ints: indexing numpy arrays one item at a time costs more.
+        columns = zip(self.adwins, count.tolist(), z.tolist(), strict=True)
+        for j, (detector, n, value) in enumerate(columns):
+            if detector is not None and n > 0:
+                detector.update(value)
+                if detector.drift_detected:
+                    self.fired[j] = True
 
     def round(self, observations: int) -> list[FeatureSignal]:
         codes = np.sort(self.window, axis=1)  # missing values (the largest code) last
@@ -300,7 +303,7 @@ class _NumericGroup:
         product = self.valid_reference * valid
         scale = np.sqrt(np.divide(product, pooled, out=np.zeros_like(pooled), where=pooled > 0))
         bins = dist.bin_counts(codes, self.bounds, self.size)
-        ks = dist.ks_from_sorted_codes(codes, valid, self.cdf) * (self.ks_on & testable)
+        ks = dist.ks_from_sorted_codes(codes, valid, self.ks_steps) * (self.ks_on & testable)
         chi2 = dist.chi2_homogeneity(self.reference_bins, bins) * (self.chi2_on & testable)
         missing = codes.shape[1] - valid
         self.last = {
