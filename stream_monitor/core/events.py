@@ -25,6 +25,7 @@ from pydantic import BeforeValidator, ValidationError
 
 SPEC_VERSION = "1.0"
 SOURCE = "stream-monitor"
+LABELLED_EXAMPLE_TYPE = "stream_monitor.labelled_example"
 # Fixed namespace: deterministic ids are uuid5(NAMESPACE, a name that says what the event is).
 NAMESPACE = uuid.UUID("6f1c7a52-5d8e-4b8e-9a53-1d0f3c2b7e41")
 

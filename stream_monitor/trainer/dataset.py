@@ -35,6 +35,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from stream_monitor.core.events import (
+    LABELLED_EXAMPLE_TYPE,
     FeatureValue,
     GroundTruth,
     InvalidRecordError,
@@ -49,7 +50,6 @@ from stream_monitor.core.events import (
 from stream_monitor.core.performance import Task
 from stream_monitor.trainer.settings import TrainingSettings
 
-LABELLED_EXAMPLE_TYPE = "stream_monitor.labelled_example"
 MISSING_CATEGORY = "(missing)"
 
 FeatureKind = Literal["numeric", "categorical"]

@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pytest
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.core.events import Output
+from stream_monitor.core.events import LABELLED_EXAMPLE_TYPE, Output, envelope
 from stream_monitor.core.monitor import (
     SNAPSHOT_FORMAT,
     SNAPSHOT_MAGIC,
@@ -169,6 +170,37 @@ def test_labelled_example_passes_on_the_prediction_and_its_label() -> None:
     assert (data["model_id"], data["model_version"], data["task"]) == ("m", "1", "classification")
     assert data["prediction"] == json.loads(_prediction("p1", "a"))
     assert data["ground_truth"] == json.loads(_label("p1", "b"))
+
+
+@pytest.mark.parametrize(
+    ("model", "version", "pid"),
+    [
+        ("m", "1", "p1"),
+        ('quote"d\\model', "v/2", 'id "with" \\ and /'),
+        ("modèle-ü", "版本", "\u2028\u0000\t"),
+    ],
+)
+def test_labelled_example_bytes_are_its_envelope_serialised(
+    model: str, version: str, pid: str
+) -> None:
+    # The example is joined from a template: byte for byte what serialising envelope()
+    # gives, whatever the ids hold (quotes, backslashes, slashes, non-ASCII, control).
+    core = MonitorCore(MonitorSettings())
+    prediction = _prediction(pid, "a", model, version)
+    label = _label(pid, "b", model)
+    core.process("predictions", model.encode(), prediction)
+    (example,) = core.process("ground_truth", model.encode(), label)
+    data = {
+        "model_id": model,
+        "model_version": version,
+        "prediction_id": pid,
+        "task": "classification",
+        "prediction": orjson.Fragment(prediction),
+        "ground_truth": orjson.Fragment(label),
+    }
+    event_id = f"labelled/{model}/{pid}"
+    expected = envelope(LABELLED_EXAMPLE_TYPE, event_id, 60 + T0 / 1000, model, data)
+    assert example.value == orjson.dumps(expected)
 
 
 def test_labelled_examples_are_what_the_trainer_reads(drop_outputs: list[Output]) -> None:
