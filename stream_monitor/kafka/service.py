@@ -105,6 +105,7 @@ class MonitorService:
             batch_size=256 * 1024,
             max_request_size=STATE_MAX_MESSAGE_BYTES,
         )
+        self._producer.fetch_metadata()
         self._consumer = KafkaConsumer(
             **self._client,
             group_id=self.settings.kafka.group_id,
