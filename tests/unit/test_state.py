@@ -1,0 +1,32 @@
+"""How snapshots are stored in the monitor-state topic (no broker needed)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from stream_monitor.config import MonitorSettings
+from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.kafka import state
+from stream_monitor.simulate import Scenario, stream
+
+
+def _snapshot() -> bytes:
+    """A model whose join holds 3,000 predictions waiting for their labels."""
+    core = MonitorCore(MonitorSettings())
+    for topic, key, value in stream(Scenario(events=3_000, drift_at=None)):
+        if topic == "predictions":
+            core.process(topic, key.encode(), json.dumps(value).encode())
+    return core.snapshot("demo-model")
+
+
+def test_stored_snapshot_is_compressed_and_restores_byte_for_byte() -> None:
+    snapshot = _snapshot()
+    stored = state.encode(snapshot)
+    assert len(stored) < len(snapshot) / 3
+    assert state.decode(stored) == snapshot
+
+
+def test_snapshot_stored_with_zlib_by_earlier_versions_is_still_read() -> None:
+    snapshot = _snapshot()
+    assert state.decode(zlib.compress(snapshot, 1)) == snapshot
