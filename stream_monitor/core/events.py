@@ -12,11 +12,8 @@ import functools
 import math
 import time
 import uuid
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import accumulate, groupby, repeat
-from operator import add, itemgetter
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -328,37 +325,29 @@ def batched(outputs: list[Output], max_bytes: int = MAX_BATCH_BYTES) -> list[Out
     True
     """
     records: list[Output] = []
-    # C-level splitting (lengths, running sums, bisection): a poll packs a thousand
-    # events or more, and a Python loop over them cost half a microsecond per event.
-    for key, group in groupby(outputs, key=itemgetter(1)):
-        chunk = list(group)
-        values = list(map(itemgetter(2), chunk))
-        # A record is "[" + each value followed by "," or "]": ends[i] bytes after "[".
-        ends = list(accumulate(map(add, map(len, values), repeat(1))))
-        start = 0
-        while start < len(chunk):
-            room = (ends[start - 1] if start else 0) + max_bytes - 1
-            stop = max(bisect_right(ends, room, lo=start), start + 1)  # a big one alone
-            stamps = [t for t in map(itemgetter(4), chunk[start:stop]) if t is not None]
-            records.append(
-                Output(
-                    chunk[start].topic,
-                    key,
-                    _json_array(values[start:stop]),
-                    (("content-type", BATCH_CONTENT_TYPE),),
-                    max(stamps) if stamps else None,
-                )
-            )
-            start = stop
+    chunk: list[Output] = []
+    size = 0
+    for output in outputs:
+        if chunk and (size + len(output.value) > max_bytes or output.key != chunk[0].key):
+            records.append(_batch_record(chunk))
+            chunk, size = [], 0
+        chunk.append(output)
+        size += len(output.value) + 1
+    if chunk:
+        records.append(_batch_record(chunk))
     return records
 
 
-def _json_array(values: list[bytes]) -> bytes:
-    # One copy of the whole: brackets added to the first and last values, not around
-    # the joined bytes (each "+" would copy half a megabyte again).
-    if len(values) == 1:
-        return b"[" + values[0] + b"]"
-    return b",".join([b"[" + values[0], *values[1:-1], values[-1] + b"]"])
+def _batch_record(chunk: list[Output]) -> Output:
+    first = chunk[0]
+    stamps = [o.timestamp for o in chunk if o.timestamp is not None]
+    return Output(
+        first.topic,
+        first.key,
+        b"[" + b",".join(o.value for o in chunk) + b"]",
+        (("content-type", BATCH_CONTENT_TYPE),),
+        max(stamps) if stamps else None,
+    )
 
 
 def unbatch(value: bytes) -> list[dict[str, Any]]:
