@@ -82,12 +82,10 @@ class _Incoming(msgspec.Struct, frozen=True, gc=False):
     # every instance of a float subclass, and a join holding many made each full
     # collection take 50 ms.
     def __post_init__(self) -> None:
-        seconds = self.timestamp / 1000.0 if type(self.timestamp) is float else math.nan
-        if not _EARLIEST <= seconds <= _LATEST:  # not the usual epoch milliseconds
-            try:
-                seconds = epoch_seconds(self.timestamp)
-            except ValueError as exc:
-                raise msgspec.ValidationError(f"{exc} - at `$.timestamp`") from None
+        try:
+            seconds = epoch_seconds(self.timestamp)
+        except ValueError as exc:
+            raise msgspec.ValidationError(f"{exc} - at `$.timestamp`") from None
         msgspec.structs.force_setattr(self, "timestamp", seconds)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
