@@ -210,7 +210,7 @@ class _NumericGroup:
         testable = self.valid_reference >= self.min_valid
         self.bounds = np.zeros((k, s.psi_bins + 1), dtype=np.int64)
         self.padded = dist.padded_rows(self.sorted)
-        codes = dist.rank_codes_by_row(self.padded, reference, n).astype(dist.code_type(n))
+        codes = dist.rank_codes_by_row(self.padded, reference, n).astype(dist.CODE_TYPE)
         for j, ref in enumerate(self.sorted):
             if testable[j]:
                 self.bounds[j] = dist.quantile_bounds(ref, s.psi_bins)
