@@ -99,9 +99,9 @@ def psi(
 
 
 # Rank codes are 32-bit integers: numpy's SIMD sort takes 32 and 64-bit keys on any
-# x86-64 with AVX2, 16-bit ones only with AVX-512. On an AVX2 machine a test round
-# with 16-bit codes took 1.0 ms against 0.7 ms (its code cold after a hundred events of
-# other work, as in the service); 64-bit codes only add memory traffic.
+# x86-64 with AVX2, 16-bit ones only with AVX-512. On an AVX2 machine, with other memory
+# traffic between rounds, a test round took 0.7 ms with 32-bit codes and 1.0 ms with
+# 16-bit ones; 64-bit codes only add memory traffic.
 CODE_TYPE = np.int32
 
 

@@ -248,6 +248,8 @@ class _NumericGroup:
         self.__dict__.update(state)
         self.ks_steps = self._ks_steps()
         self.padded = dist.padded_rows(self.sorted)
+        # Snapshots of earlier versions hold 16-bit codes, which sort slower.
+        self.window = self.window.astype(dist.CODE_TYPE, copy=False)
 
     def test_count(self) -> int:
         return int(sum(a.sum() for a in (self.ks_on, self.chi2_on, self.adwin_on, self.missing_on)))
