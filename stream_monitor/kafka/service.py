@@ -225,10 +225,12 @@ class MonitorService:
         if key in self._partition_of:
             return
         self._partition_of[key] = tp
-        snapshot = self._snapshots.pop(key.decode(errors="replace"), None)
+        # As checkpoint() names snapshots: a key that is not UTF-8 must not stop the start.
+        model_id = key.decode(errors="replace")
+        snapshot = self._snapshots.pop(model_id, None)
         if snapshot is not None:
-            self.core.restore(key.decode(), snapshot)
-            log.info("model state restored", extra={"model_id": key.decode()})
+            self.core.restore(model_id, snapshot)
+            log.info("model state restored", extra={"model_id": model_id})
 
     # ---- checkpoints ---------------------------------------------------------------
 
