@@ -80,8 +80,9 @@ class MonitorService:
         self._client = settings.kafka.client()
         self._snapshots: dict[str, bytes] = {}
         self._reload_state = False
-        self._partition_of: dict[bytes, TopicPartition] = {}
-        self._touched: set[bytes] = set()
+        # By model_id, as state.model_id_of() names a record key.
+        self._partition_of: dict[str, TopicPartition] = {}
+        self._touched: set[str] = set()
         self._next_offsets: dict[TopicPartition, int] = {}
         self.processed = 0
         """Records of the input topics processed since the start (read by benchmarks)."""
@@ -221,12 +222,11 @@ class MonitorService:
         """Remember which partition owns a model; restore its state on first sight."""
         if key is None:
             return
-        self._touched.add(key)
-        if key in self._partition_of:
+        model_id = state.model_id_of(key)
+        self._touched.add(model_id)
+        if model_id in self._partition_of:
             return
-        self._partition_of[key] = tp
-        # As checkpoint() names snapshots: a key that is not UTF-8 must not stop the start.
-        model_id = key.decode(errors="replace")
+        self._partition_of[model_id] = tp
         snapshot = self._snapshots.pop(model_id, None)
         if snapshot is not None:
             self.core.restore(model_id, snapshot)
@@ -246,14 +246,12 @@ class MonitorService:
         assert self._consumer is not None and self._producer is not None
         started = time.perf_counter()
         known = set(self.core.models())
-        for key in self._touched:
-            model_id = key.decode(errors="replace")
-            if model_id in known:
-                self._producer.send_raw(
-                    self.settings.topics.monitor_state,
-                    key,
-                    state.encode(self.core.snapshot(model_id)),
-                )
+        for model_id in self._touched & known:
+            self._producer.send_raw(
+                self.settings.topics.monitor_state,
+                model_id.encode(),
+                state.encode(self.core.snapshot(model_id)),
+            )
         self._producer.flush()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._next_offsets.items()
@@ -276,11 +274,11 @@ class MonitorService:
         replays from the offsets committed with it. The replay repeats some outputs
         (at least once); retrain requests keep their ids, so they are not asked twice.
         """
-        for key, tp in list(self._partition_of.items()):
+        for model_id, tp in list(self._partition_of.items()):
             if tp in revoked:
-                self.core.forget(key.decode(errors="replace"))
-                del self._partition_of[key]
-                self._touched.discard(key)
+                self.core.forget(model_id)
+                del self._partition_of[model_id]
+                self._touched.discard(model_id)
         for tp in revoked:
             self._next_offsets.pop(tp, None)
 

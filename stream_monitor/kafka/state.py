@@ -18,6 +18,17 @@ log = logging.getLogger(__name__)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+def model_id_of(key: bytes) -> str:
+    """The model a record key names, and the name its snapshot is stored under: the key
+    as UTF-8, any undecodable bytes replaced (U+FFFD), so that every key has a name and
+    every stored name reads back.
+
+    >>> model_id_of(b"churn"), model_id_of(b"m\\xff")
+    ('churn', 'm\\ufffd')
+    """
+    return key.decode(errors="replace")
+
+
 def encode(snapshot: bytes) -> bytes:
     """A snapshot as stored: compressed with Zstandard at level 1.
 
@@ -47,7 +58,7 @@ def read_snapshots(consumer_config: dict[str, Any], topic: str) -> dict[str, byt
         for record in read_to_end(consumer, assign_all(consumer, topic, from_beginning=True)):
             if record.key is None:
                 continue
-            model_id = record.key.decode()
+            model_id = model_id_of(record.key)
             if record.value is None:
                 snapshots.pop(model_id, None)
             else:

@@ -261,3 +261,45 @@ def test_can_start_the_models_of_unreadable_snapshots_afresh(bootstrap: str) -> 
             monitor,
         )
     assert metrics.registry.get_sample_value("stream_monitor_state_discarded_total") == 1
+
+
+def test_a_key_that_is_not_utf8_does_not_stop_a_restart(bootstrap: str) -> None:
+    # b"m\xff" decodes, with replacement, to a real model's name. Its record is refused
+    # (the key is not the model_id), but the key is seen, and the state topic must still
+    # hold only names the next start can read.
+    model = "m\ufffd"
+    settings = settings_for(bootstrap, kafka={"partitions": 1})
+    create_topics(settings)
+    metrics = MonitorMetrics()
+
+    def pending() -> float | None:
+        return metrics.registry.get_sample_value(
+            "stream_monitor_join_pending", {"kind": "prediction"}
+        )
+
+    records = [
+        (model.encode(), json.dumps(_prediction("p1", model)).encode()),
+        (b"m\xff", json.dumps(_prediction("p2", model)).encode()),
+    ]
+    produce(bootstrap, settings.topics.predictions, records)
+    with running_monitor(settings, metrics) as monitor:
+        wait_until(lambda: pending() == 1, 60, "the valid prediction to wait", monitor)
+    assert len(read_all(bootstrap, settings.topics.dead_letter)) == 1
+
+    metrics = MonitorMetrics()
+    with running_monitor(settings, metrics) as monitor:
+        label = {
+            "prediction_id": "p1",
+            "model_id": model,
+            "label": "yes",
+            "timestamp": 1_767_225_660_000,
+        }
+        produce(
+            bootstrap, settings.topics.ground_truth, [(model.encode(), json.dumps(label).encode())]
+        )
+        wait_until(
+            lambda: metrics.registry.get_sample_value("stream_monitor_joined_total") == 1,
+            60,
+            "the label to join the restored prediction",
+            monitor,
+        )
