@@ -32,22 +32,32 @@ _EARLIEST, _LATEST = -62_135_596_800.0, 253_402_300_799.0
 
 
 def epoch_seconds(value: object) -> float:
-    """Epoch seconds from ISO 8601 text with an offset, or from epoch milliseconds."""
-    if type(value) is float or type(value) is int:  # the usual case first
-        seconds = value / 1000.0
-        # Also refuses NaN and infinities, which Python's JSON parsers let through.
-        if not _EARLIEST <= seconds <= _LATEST:
-            raise ValueError(f"timestamp {value!r} ms is not an instant between years 1 and 9999")
-        return seconds
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"timestamp {value!r} is not ISO 8601") from None
-        if parsed.tzinfo is None:
-            raise ValueError(f"timestamp {value!r} has no UTC offset (add Z or +00:00)")
-        return parsed.timestamp()
-    raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
+    """Epoch seconds from ISO 8601 text with an offset, or from epoch milliseconds (an int
+    or float of any subclass but bool, numpy's float64 included).
+
+    >>> epoch_seconds(1_500), epoch_seconds("1970-01-01T00:00:01.5+00:00")
+    (1.5, 1.5)
+    """
+    if type(value) is not float and type(value) is not int:  # JSON numbers skip this
+        if isinstance(value, str):
+            return _iso_epoch_seconds(value)
+        if not is_number(value):
+            raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
+    seconds = float(value) / 1000.0  # type: ignore[arg-type]  # a number, checked above
+    # Also refuses NaN and infinities, which Python's JSON parsers let through.
+    if not _EARLIEST <= seconds <= _LATEST:
+        raise ValueError(f"timestamp {value!r} ms is not an instant between years 1 and 9999")
+    return seconds
+
+
+def _iso_epoch_seconds(text: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"timestamp {text!r} is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset (add Z or +00:00)")
+    return parsed.timestamp()
 
 
 EventTime = Annotated[float, BeforeValidator(epoch_seconds)]

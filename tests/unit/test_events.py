@@ -7,6 +7,7 @@ import pickle
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
 from stream_monitor.config import MonitorSettings
@@ -18,6 +19,7 @@ from stream_monitor.core.events import (
     batched,
     deterministic_id,
     envelope,
+    epoch_seconds,
     iso,
     parse_record,
     unbatch,
@@ -106,6 +108,12 @@ def test_events_refuse_pickling_which_would_convert_their_timestamp_twice() -> N
     label = parse_record(GroundTruth, b"m1", json.dumps(_label()).encode())
     with pytest.raises(TypeError, match="not picklable"):
         pickle.dumps(label)
+
+
+def test_epoch_milliseconds_may_be_a_float_subclass_and_give_a_plain_float() -> None:
+    # As a pydantic EventTime, a timestamp can come from numpy (a DataFrame, say).
+    seconds = epoch_seconds(np.float64(1_500.0))
+    assert seconds == 1.5 and type(seconds) is float
 
 
 def test_timestamp_past_year_9999_is_refused() -> None:
