@@ -109,6 +109,14 @@ class LabelJoin:
         self.__dict__.update(state)
         self._predictions, self._labels = predictions, labels
 
+    def bound(self, max_pending: int, ttl_seconds: float) -> None:
+        """Apply other bounds, as a restart with other settings does to a restored join:
+        entries past them leave now, oldest first, counted like any other drop."""
+        self.max_pending, self.ttl_seconds = max_pending, ttl_seconds
+        self._evict_past_capacity(self._predictions, "prediction")
+        self._evict_past_capacity(self._labels, "label")
+        self._expire_before(self.watermark - ttl_seconds)
+
     def pending(self, kind: PendingKind) -> int:
         return len(self._predictions if kind == "prediction" else self._labels)
 
@@ -130,6 +138,10 @@ class LabelJoin:
     ) -> None:
         table[key] = entry  # type: ignore[assignment]  # kind matches table by construction
         self._next_expiry = min(self._next_expiry, entry[0].timestamp)
+        if len(table) > self.max_pending:
+            self._evict_past_capacity(table, kind)
+
+    def _evict_past_capacity(self, table: _Table, kind: PendingKind) -> None:
         while len(table) > self.max_pending:
             table.popitem(last=False)
             self._dropped[kind, "capacity"] += 1
@@ -139,8 +151,10 @@ class LabelJoin:
             return
         self.watermark = timestamp
         cutoff = timestamp - self.ttl_seconds
-        if cutoff <= self._next_expiry:
-            return  # nothing at the front of either table is old enough yet
+        if cutoff > self._next_expiry:  # else nothing at the front is old enough yet
+            self._expire_before(cutoff)
+
+    def _expire_before(self, cutoff: float) -> None:
         self._expire(self._predictions, "prediction", cutoff)
         self._expire(self._labels, "label", cutoff)
         self._next_expiry = min(

@@ -356,13 +356,18 @@ class MonitorCore:
         Raises :class:`IncompatibleSnapshotError`, before unpickling anything, for a
         snapshot of another format. Snapshots are pickles: only restore bytes this
         service wrote (the state topic must not be writable by anyone else).
+
+        The model's settings and its join's bounds come from this process (pending
+        events past tighter bounds are dropped and counted); its detectors keep the
+        settings they were built with.
         """
         found = snapshot_format(data)
         if found != SNAPSHOT_FORMAT:
             raise IncompatibleSnapshotError(model_id, found)
         state = pickle.loads(data[len(SNAPSHOT_MAGIC) + 1 :])  # our own topic, see above
-        # Settings come from this process's configuration, not from the snapshot.
         state.settings = self.settings.for_model(model_id)
+        state.join.bound(self.settings.join.max_pending, self.settings.join.ttl_seconds)
+        self._dropped.update(state.join.take_dropped())
         self._models[model_id] = state
         for value in self._unapplied.pop(model_id, []):
             self.apply_model_event(value)

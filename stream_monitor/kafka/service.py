@@ -247,10 +247,11 @@ class MonitorService:
         started = time.perf_counter()
         known = set(self.core.models())
         for model_id in self._touched & known:
+            snapshot = self.core.snapshot(model_id)
             self._producer.send_raw(
                 self.settings.topics.monitor_state,
                 model_id.encode(),
-                state.encode(self.core.snapshot(model_id)),
+                state.stored(model_id, snapshot, self.settings.join.max_pending),
             )
         self._producer.flush()
         offsets = {

@@ -9,13 +9,25 @@ from typing import Any
 import zstandard
 from kafka import KafkaConsumer
 
-from stream_monitor.kafka.topics import assign_all, read_to_end
+from stream_monitor.kafka.topics import (
+    STATE_MAX_MESSAGE_BYTES,
+    StartupError,
+    assign_all,
+    read_to_end,
+)
 
 log = logging.getLogger(__name__)
 
 
 # A Zstandard frame starts with these bytes, a zlib stream never does.
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# What a stored snapshot may take of a record, leaving room for its key and headers.
+SNAPSHOT_LIMIT_BYTES = STATE_MAX_MESSAGE_BYTES - 64 * 1024
+
+
+class StateTooLargeError(StartupError):
+    """A model's snapshot does not fit in a state record. The service cannot checkpoint
+    it, nor get past this point after a restart, until the settings change."""
 
 
 def model_id_of(key: bytes) -> str:
@@ -37,6 +49,26 @@ def encode(snapshot: bytes) -> bytes:
     fastest level took 57 ms for 2.4 MB, on the service's thread at every checkpoint.
     """
     return zstandard.ZstdCompressor(level=1).compress(snapshot)
+
+
+def stored(
+    model_id: str, snapshot: bytes, max_pending: int, limit: int = SNAPSHOT_LIMIT_BYTES
+) -> bytes:
+    """:func:`encode`, refused with :class:`StateTooLargeError` past ``limit`` bytes.
+
+    Most of a large snapshot is the JSON of the events waiting in the label join: with
+    ten features, a million pending predictions make about 50 MB stored.
+    """
+    value = encode(snapshot)
+    if len(value) > limit:
+        raise StateTooLargeError(
+            f"the state of model {model_id!r} is {len(value) / 1e6:.1f} MB compressed, "
+            f"over the {limit / 1e6:.1f} MB a state record may hold; most of it "
+            "is the events waiting in its label join. Lower join.max_pending (now "
+            f"{max_pending:,}; environment: STREAM_MONITOR_JOIN__MAX_PENDING) and restart: "
+            "the oldest waiting events past it are dropped and counted."
+        )
+    return value
 
 
 def decode(value: bytes) -> bytes:

@@ -209,6 +209,22 @@ def test_labels_have_their_own_capacity() -> None:
     assert join.take_dropped() == Counter({("label", "capacity"): 1})
 
 
+def test_tighter_bounds_apply_at_once_and_looser_ones_keep_what_waits() -> None:
+    join = LabelJoin(max_pending=10, ttl_seconds=DAY)
+    for i in range(4):
+        join.add_prediction(_prediction(f"p{i}", i * 100))
+        join.add_label(_label(f"early{i}", i * 100))
+    join.bound(max_pending=3, ttl_seconds=150)  # watermark 300: older than 150 expire
+    assert (join.pending("prediction"), join.pending("label")) == (2, 2)
+    assert join.take_dropped() == Counter(
+        {("prediction", "capacity"): 1, ("label", "capacity"): 1}
+        | {("prediction", "ttl"): 1, ("label", "ttl"): 1}
+    )
+    join.bound(max_pending=100, ttl_seconds=DAY)
+    assert join.add_label(_label("p2", 400)) is not None
+    assert not join.has_dropped
+
+
 def test_memory_stays_bounded_on_a_stream_whose_labels_never_come() -> None:
     join = LabelJoin(max_pending=100, ttl_seconds=7 * DAY)
     for i in range(10_000):

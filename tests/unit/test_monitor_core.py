@@ -274,6 +274,23 @@ def test_restore_takes_settings_from_this_process_not_the_snapshot() -> None:
     assert (version.task, version.windowed_metric) == ("regression", 2.0)
 
 
+def test_restore_bounds_the_join_by_this_process_settings() -> None:
+    first = MonitorCore(MonitorSettings())
+    for pid in ("p1", "p2", "p3"):
+        first.process("predictions", b"m", _prediction(pid, 3))  # wait for their labels
+    # The documented remedy for a catch-up is a restart with another max_pending: it
+    # must reach models restored from a snapshot, not only new ones.
+    second = MonitorCore(MonitorSettings(join={"max_pending": 2, "ttl_seconds": 30}))
+    second.restore("m", first.snapshot("m"))
+    assert second.stats().pending["prediction"] == 2
+    assert second.stats().dropped == Counter({("prediction", "capacity"): 1})
+    # p1 was the oldest; the label 60 s later also expires p2 and p3 under the new TTL.
+    assert second.process("ground_truth", b"m", _label("p1", 3)) == []
+    assert second.stats().dropped == Counter(
+        {("prediction", "capacity"): 1, ("prediction", "ttl"): 2}
+    )
+
+
 @pytest.mark.parametrize(
     ("data", "found"),
     [

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import zlib
 
+import pytest
+
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.monitor import MonitorCore
 from stream_monitor.kafka import state
+from stream_monitor.kafka.topics import StartupError
 from stream_monitor.simulate import Scenario, stream
 
 
@@ -30,3 +33,12 @@ def test_stored_snapshot_is_compressed_and_restores_byte_for_byte() -> None:
 def test_snapshot_stored_with_zlib_by_earlier_versions_is_still_read() -> None:
     snapshot = _snapshot()
     assert state.decode(zlib.compress(snapshot, 1)) == snapshot
+
+
+def test_a_snapshot_too_large_for_a_state_record_is_refused_naming_the_setting() -> None:
+    snapshot = _snapshot()
+    assert state.stored("demo-model", snapshot, 3_000) == state.encode(snapshot)
+    with pytest.raises(state.StateTooLargeError, match="demo-model") as refused:
+        state.stored("demo-model", snapshot, 3_000, limit=len(state.encode(snapshot)) - 1)
+    assert "join.max_pending (now 3,000" in str(refused.value)
+    assert isinstance(refused.value, StartupError)  # printed without a traceback, exit 2
