@@ -149,9 +149,8 @@ class MonitorService:
             max_records=self.settings.kafka.max_poll_records,
         )
         if self._reload_state:
-            snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
-            self._snapshots = self._readable(snapshots)
-            self._reload_state = False
+            self._rewind_to_checkpoint()
+            return  # read from where kafka-python left off, not from the checkpoint
         if not batch:
             self._publish_stats()
             self._report_lag()
@@ -184,6 +183,25 @@ class MonitorService:
         if time.monotonic() - self._stats_published >= STATS_EVERY_SECONDS:
             self._publish_stats()
         self._report_lag()
+
+    def _rewind_to_checkpoint(self) -> None:
+        """After a rebalance: reload the state topic and start every assigned partition
+        again from its committed offset, where its models' snapshots were taken.
+
+        Revocation forgot the models and their progress since then, but kafka-python
+        keeps the position of a partition that stays assigned: reading on from there
+        would leave those records out of the models' state.
+        """
+        assert self._consumer is not None
+        snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
+        self._snapshots = self._readable(snapshots)
+        self._reload_state = False
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)  # as auto_offset_reset="earliest"
+            else:
+                self._consumer.seek(tp, committed)
 
     def _publish_stats(self) -> None:
         self.metrics.core.stats = self.core.stats()
@@ -284,8 +302,8 @@ class MonitorService:
             self._next_offsets.pop(tp, None)
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """New partitions may bring models whose state another instance wrote: reload
-        the state topic before the next record (not here, on the IO thread)."""
+        """Partitions, new or kept, start again from their checkpoint: reload the state
+        topic and rewind before the next record (not here, on the IO thread)."""
         self._reload_state = True
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 from typing import Any
 
 import pytest
 import requests
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from prometheus_client import start_http_server
 
 from stream_monitor.config import MonitorSettings
+from stream_monitor.core.monitor import MonitorCore
 from stream_monitor.kafka import state
 from stream_monitor.kafka.service import MonitorService
-from stream_monitor.kafka.topics import StartupError
+from stream_monitor.kafka.topics import StartupError, assign_all
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario
+from stream_monitor.simulate import Scenario, publish_events, stream
 from tests.integration.helpers import (
     create_topics,
     free_port,
@@ -303,3 +305,68 @@ def test_a_key_that_is_not_utf8_does_not_stop_a_restart(bootstrap: str) -> None:
             "the label to join the restored prediction",
             monitor,
         )
+
+
+def test_a_second_instance_shares_the_partitions_and_every_pair_counts_once(
+    bootstrap: str,
+) -> None:
+    # Two models on each of the two partitions (kafka-python's default partitioner).
+    models = ["model-0", "model-1", "model-2", "model-4"]
+    per_model = 3_000
+    settings = settings_for(bootstrap)
+    create_topics(settings)
+    streams = [
+        stream(Scenario(events=per_model, model_id=m, drift_at=None, seed=i, label_delay=50))
+        for i, m in enumerate(models)
+    ]
+    interleaved = [event for events in zip(*streams, strict=True) for event in events]
+    # About eight seconds of traffic: the second instance joins while there is work left.
+    producer = threading.Thread(target=publish_events, args=(settings, interleaved, 1_500))
+    producer.start()
+    inputs = [settings.topics.predictions, settings.topics.ground_truth]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        with running_monitor(settings) as first:
+            wait_until(lambda: first.service.processed > 0, 60, "the first instance", first)
+            with running_monitor(settings) as second:
+                producer.join()
+                ends = {
+                    tp: end
+                    for topic in inputs
+                    for tp, end in _end_offsets(bootstrap, topic).items()
+                }
+
+                def committed_to_the_end() -> bool:
+                    first.healthy()
+                    group = settings.kafka.group_id
+                    offsets = admin.list_group_offsets(group)[group]
+                    return all(
+                        tp in offsets and offsets[tp].offset == end for tp, end in ends.items()
+                    )
+
+                wait_until(committed_to_the_end, 120, "every input committed", second)
+    finally:
+        admin.close()
+    assert first.service.processed > 0 and second.service.processed > 0
+
+    # The snapshots left behind: each model's pairs scored once, across the handover.
+    core = MonitorCore(settings)
+    snapshots = state.read_snapshots(settings.kafka.client(), settings.topics.monitor_state)
+    for model, data in snapshots.items():
+        core.restore(model, data)
+    stats = core.stats()
+    assert sorted(snapshots) == models
+    assert {m: stats.versions[m, "1"].labelled for m in models} == dict.fromkeys(models, per_model)
+    assert stats.pending == {"prediction": 0, "label": 0} and not stats.dropped
+    examples = values(bootstrap, settings.topics.labelled_examples)  # at least once
+    pairs = {(e["data"]["model_id"], e["data"]["prediction_id"]) for e in examples}
+    assert len(pairs) == len(models) * per_model
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = assign_all(consumer, topic)
+        return dict(consumer.end_offsets(partitions))
+    finally:
+        consumer.close()
