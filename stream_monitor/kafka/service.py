@@ -79,6 +79,10 @@ class MonitorService:
         }
         self._client = settings.kafka.client()
         self._snapshots: dict[str, bytes] = {}
+        self._positions: dict[str, dict[TopicPartition, int]] = {}
+        # Restored models whose snapshot was taken past where reading resumes: records
+        # before these positions are already in their state (the commit after it failed).
+        self._restored_ahead: dict[str, dict[TopicPartition, int]] = {}
         self._reload_state = False
         # By model_id, as state.model_id_of() names a record key.
         self._partition_of: dict[str, TopicPartition] = {}
@@ -162,7 +166,10 @@ class MonitorService:
             topic = self._input[tp.topic]
             for key in {record.key for record in records}:
                 self._prepare_model(key, tp)
+            ahead = self._restored_ahead_in(tp, records[0].offset)
             for record in records:
+                if ahead and record.offset < ahead.get(state.model_id_of(record.key or b""), 0):
+                    continue  # already in the model's snapshot
                 for output in self.core.process(topic, record.key, record.value):
                     if output.topic == "labelled_examples":
                         examples[output.key].append(output)
@@ -193,8 +200,9 @@ class MonitorService:
         would leave those records out of the models' state.
         """
         assert self._consumer is not None
-        snapshots = state.read_snapshots(self._client, self.settings.topics.monitor_state)
-        self._snapshots = self._readable(snapshots)
+        stored = state.read_state(self._client, self.settings.topics.monitor_state)
+        self._snapshots = self._readable(stored.snapshots)
+        self._positions = stored.positions
         self._reload_state = False
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
@@ -248,7 +256,31 @@ class MonitorService:
         snapshot = self._snapshots.pop(model_id, None)
         if snapshot is not None:
             self.core.restore(model_id, snapshot)
+            if positions := self._positions.pop(model_id, None):
+                self._restored_ahead[model_id] = positions
             log.info("model state restored", extra={"model_id": model_id})
+
+    def _restored_ahead_in(self, tp: TopicPartition, offset: int) -> dict[str, int]:
+        """Models whose restored snapshot includes records of ``tp`` from ``offset`` on,
+        with the position it was taken at; forgets positions reading has passed."""
+        ahead = {}
+        for model_id, positions in list(self._restored_ahead.items()):
+            position = positions.get(tp)
+            if position is not None and position > offset:
+                ahead[model_id] = position
+            elif position is not None:
+                del positions[tp]
+                if not positions:
+                    del self._restored_ahead[model_id]
+        return ahead
+
+    def _positions_of(self, model_id: str) -> dict[TopicPartition, int]:
+        """How far the model's state has read each input partition it lives on."""
+        partition = self._partition_of[model_id].partition
+        positions = {tp: o for tp, o in self._next_offsets.items() if tp.partition == partition}
+        for tp, position in self._restored_ahead.get(model_id, {}).items():
+            positions[tp] = max(position, positions.get(tp, position))
+        return positions
 
     # ---- checkpoints ---------------------------------------------------------------
 
@@ -270,6 +302,7 @@ class MonitorService:
                 self.settings.topics.monitor_state,
                 model_id.encode(),
                 state.stored(model_id, snapshot, self.settings.join.max_pending),
+                [state.positions_header(self._positions_of(model_id))],
             )
         self._producer.flush()
         offsets = {
@@ -298,6 +331,7 @@ class MonitorService:
                 self.core.forget(model_id)
                 del self._partition_of[model_id]
                 self._touched.discard(model_id)
+                self._restored_ahead.pop(model_id, None)
         for tp in revoked:
             self._next_offsets.pop(tp, None)
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import zstandard
 from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
 
 from stream_monitor.kafka.topics import (
     STATE_MAX_MESSAGE_BYTES,
@@ -23,6 +27,10 @@ log = logging.getLogger(__name__)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # What a stored snapshot may take of a record, leaving room for its key and headers.
 SNAPSHOT_LIMIT_BYTES = STATE_MAX_MESSAGE_BYTES - 64 * 1024
+
+
+# Where the inputs stood when a snapshot was taken: [[topic, partition, next offset], ...].
+POSITIONS_HEADER = "stream-monitor-positions"
 
 
 class StateTooLargeError(StartupError):
@@ -78,7 +86,23 @@ def decode(value: bytes) -> bytes:
     return zlib.decompress(value)
 
 
-def read_snapshots(consumer_config: dict[str, Any], topic: str) -> dict[str, bytes]:
+@dataclass
+class StoredState:
+    """What the state topic holds: the newest snapshot of each model, and the input
+    positions it was taken at (none for snapshots written before they were recorded)."""
+
+    snapshots: dict[str, bytes] = field(default_factory=dict)
+    positions: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
+
+
+def positions_header(positions: Mapping[TopicPartition, int]) -> tuple[str, bytes]:
+    """A snapshot record's header: the input positions its state has read up to."""
+    return POSITIONS_HEADER, orjson.dumps(
+        [[tp.topic, tp.partition, o] for tp, o in positions.items()]
+    )
+
+
+def read_state(consumer_config: dict[str, Any], topic: str) -> StoredState:
     """Read the whole state topic up to its current end: the newest snapshot per model.
 
     A tombstone (null value) removes a model. Uses its own group-less consumer so the
@@ -86,16 +110,22 @@ def read_snapshots(consumer_config: dict[str, Any], topic: str) -> dict[str, byt
     """
     consumer = KafkaConsumer(**consumer_config, group_id=None, enable_auto_commit=False)
     try:
-        snapshots: dict[str, bytes] = {}
+        stored = StoredState()
         for record in read_to_end(consumer, assign_all(consumer, topic, from_beginning=True)):
             if record.key is None:
                 continue
             model_id = model_id_of(record.key)
+            stored.positions.pop(model_id, None)
             if record.value is None:
-                snapshots.pop(model_id, None)
-            else:
-                snapshots[model_id] = decode(record.value)
-        log.info("state read", extra={"topic": topic, "models": len(snapshots)})
-        return snapshots
+                stored.snapshots.pop(model_id, None)
+                continue
+            stored.snapshots[model_id] = decode(record.value)
+            for name, value in record.headers or ():
+                if name == POSITIONS_HEADER:
+                    stored.positions[model_id] = {
+                        TopicPartition(t, p): o for t, p, o in orjson.loads(value)
+                    }
+        log.info("state read", extra={"topic": topic, "models": len(stored.snapshots)})
+        return stored
     finally:
         consumer.close()

@@ -11,16 +11,18 @@ import pytest
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
+from kafka.errors import CommitFailedError
 from prometheus_client import start_http_server
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.monitor import MonitorCore
 from stream_monitor.kafka import state
 from stream_monitor.kafka.service import MonitorService
-from stream_monitor.kafka.topics import StartupError, assign_all
+from stream_monitor.kafka.topics import StartupError
 from stream_monitor.metrics import MonitorMetrics
-from stream_monitor.simulate import Scenario, publish_events, stream
+from stream_monitor.simulate import Scenario, publish, publish_events, stream
 from tests.integration.helpers import (
+    committed,
     create_topics,
     free_port,
     produce,
@@ -323,50 +325,69 @@ def test_a_second_instance_shares_the_partitions_and_every_pair_counts_once(
     # About eight seconds of traffic: the second instance joins while there is work left.
     producer = threading.Thread(target=publish_events, args=(settings, interleaved, 1_500))
     producer.start()
-    inputs = [settings.topics.predictions, settings.topics.ground_truth]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        with running_monitor(settings) as first:
-            wait_until(lambda: first.service.processed > 0, 60, "the first instance", first)
-            with running_monitor(settings) as second:
-                producer.join()
-                ends = {
-                    tp: end
-                    for topic in inputs
-                    for tp, end in _end_offsets(bootstrap, topic).items()
-                }
-
-                def committed_to_the_end() -> bool:
-                    first.healthy()
-                    group = settings.kafka.group_id
-                    offsets = admin.list_group_offsets(group)[group]
-                    return all(
-                        tp in offsets and offsets[tp].offset == end for tp, end in ends.items()
-                    )
-
-                wait_until(committed_to_the_end, 120, "every input committed", second)
-    finally:
-        admin.close()
+    with running_monitor(settings) as first:
+        wait_until(lambda: first.service.processed > 0, 60, "the first instance", first)
+        with running_monitor(settings) as second:
+            producer.join()
+            wait_until(
+                lambda: first.healthy() and _all_committed(settings, len(interleaved)),
+                120,
+                "every input record committed",
+                second,
+            )
     assert first.service.processed > 0 and second.service.processed > 0
+    _assert_every_pair_counted_once(settings, models, per_model)
+    examples = values(bootstrap, settings.topics.labelled_examples)  # at least once
+    pairs = {(e["data"]["model_id"], e["data"]["prediction_id"]) for e in examples}
+    assert len(pairs) == len(models) * per_model
 
-    # The snapshots left behind: each model's pairs scored once, across the handover.
+
+def test_a_crash_between_the_snapshots_and_the_commit_counts_nothing_twice(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checkpoints every 1,000 records; the second one's snapshots are written, then its
+    # commit fails (as for a member the group has moved on from) and the service stops.
+    # Live traffic, so that the records in between hold predictions and their labels.
+    settings = settings_for(bootstrap, kafka={"partitions": 1}, checkpoint={"every_records": 1_000})
+    create_topics(settings)
+    scenario = Scenario(events=3_000, drift_at=None, label_delay=50)
+    total = 2 * scenario.events
+    producer = threading.Thread(target=publish, args=(settings, scenario, 1_000))
+    producer.start()
+    commit = KafkaConsumer.commit
+    commits = 0
+
+    def second_commit_fails(self: KafkaConsumer, *args: Any, **kwargs: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            raise CommitFailedError("injected: the group moved on")
+        commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "commit", second_commit_fails)
+    with pytest.raises(CommitFailedError), running_monitor(settings) as crashed:
+        wait_until(lambda: commits >= 2, 60, "the second commit", crashed)
+    monkeypatch.undo()
+
+    producer.join()
+    with running_monitor(settings) as monitor:
+        wait_until(lambda: _all_committed(settings, total), 60, "the rest committed", monitor)
+    _assert_every_pair_counted_once(settings, ["demo-model"], 3_000)
+
+
+def _all_committed(settings: MonitorSettings, records: int) -> bool:
+    return committed(settings.kafka.bootstrap_servers, settings.kafka.group_id) == records
+
+
+def _assert_every_pair_counted_once(
+    settings: MonitorSettings, models: list[str], per_model: int
+) -> None:
+    """The snapshots left behind: each model's pairs scored exactly once."""
     core = MonitorCore(settings)
-    snapshots = state.read_snapshots(settings.kafka.client(), settings.topics.monitor_state)
+    snapshots = state.read_state(settings.kafka.client(), settings.topics.monitor_state).snapshots
     for model, data in snapshots.items():
         core.restore(model, data)
     stats = core.stats()
     assert sorted(snapshots) == models
     assert {m: stats.versions[m, "1"].labelled for m in models} == dict.fromkeys(models, per_model)
     assert stats.pending == {"prediction": 0, "label": 0} and not stats.dropped
-    examples = values(bootstrap, settings.topics.labelled_examples)  # at least once
-    pairs = {(e["data"]["model_id"], e["data"]["prediction_id"]) for e in examples}
-    assert len(pairs) == len(models) * per_model
-
-
-def _end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = assign_all(consumer, topic)
-        return dict(consumer.end_offsets(partitions))
-    finally:
-        consumer.close()
