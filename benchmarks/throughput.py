@@ -82,8 +82,13 @@ def bare_loop(settings: MonitorSettings, total: int) -> float:
 
 def monitor(settings: MonitorSettings, total: int, tag: str) -> float:
     """Events/s of the real monitor service, first record to last."""
+    # A new group and a new state topic: a snapshot of the round before records that it
+    # has read every record, and a monitor restored from it would skip them all.
     settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"group_id": f"bench-{tag}"})}
+        update={
+            "kafka": settings.kafka.model_copy(update={"group_id": f"bench-{tag}"}),
+            "topics": settings.topics.model_copy(update={"monitor_state": f"bench-state-{tag}"}),
+        }
     )
     metrics = MonitorMetrics()
     service = MonitorService(settings, metrics)

@@ -202,9 +202,16 @@ class MonitorService:
         assert self._consumer is not None
         stored = state.read_state(self._client, self.settings.topics.monitor_state)
         self._snapshots = self._readable(stored.snapshots)
-        self._positions = stored.positions
         self._reload_state = False
-        for tp in self._consumer.assignment():
+        assigned = list(self._consumer.assignment())
+        # A position past a partition's end was read from a topic since deleted and
+        # created again: skipping up to it would skip new records.
+        ends = self._consumer.end_offsets(assigned) if assigned else {}
+        self._positions = {
+            model_id: {tp: p for tp, p in positions.items() if p <= ends.get(tp, p)}
+            for model_id, positions in stored.positions.items()
+        }
+        for tp in assigned:
             committed = self._consumer.committed(tp)
             if committed is None:
                 self._consumer.seek_to_beginning(tp)  # as auto_offset_reset="earliest"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError
 from prometheus_client import start_http_server
@@ -391,3 +391,39 @@ def _assert_every_pair_counted_once(
     assert sorted(snapshots) == models
     assert {m: stats.versions[m, "1"].labelled for m in models} == dict.fromkeys(models, per_model)
     assert stats.pending == {"prediction": 0, "label": 0} and not stats.dropped
+
+
+def test_snapshot_positions_past_a_partition_end_skip_nothing(bootstrap: str) -> None:
+    # As after the input topics were deleted and created again: the model's snapshot says
+    # it has read 10,000 records of partitions that now hold one each.
+    settings = settings_for(bootstrap, kafka={"partitions": 1})
+    create_topics(settings)
+    writer = MonitorCore(settings)
+    writer.process("predictions", b"m", json.dumps(_prediction("p0", "m")).encode())
+    positions = {
+        TopicPartition(t, 0): 10_000
+        for t in (settings.topics.predictions, settings.topics.ground_truth)
+    }
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    producer.send(
+        settings.topics.monitor_state,
+        key=b"m",
+        value=state.encode(writer.snapshot("m")),
+        headers=[state.positions_header(positions)],
+    )
+    producer.flush()
+    producer.close()
+    label = {"prediction_id": "p1", "model_id": "m", "label": "yes", "timestamp": 1_767_225_660_000}
+    produce(
+        bootstrap,
+        settings.topics.predictions,
+        [(b"m", json.dumps(_prediction("p1", "m")).encode())],
+    )
+    produce(bootstrap, settings.topics.ground_truth, [(b"m", json.dumps(label).encode())])
+    with running_monitor(settings) as monitor:
+        wait_until(
+            lambda: len(values(bootstrap, settings.topics.labelled_examples)) == 1,
+            60,
+            "the new pair to join",
+            monitor,
+        )
