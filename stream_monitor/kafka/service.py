@@ -10,8 +10,10 @@ Labelled examples are packed into CloudEvents batch records, one or a few per mo
 and poll: producing one Kafka record per example would halve throughput.
 
 Offsets are committed only after the outputs and the snapshots they depend on are
-acknowledged by the broker, so a crash at any point replays, never skips. Events
-that must not repeat (retrain requests) carry deterministic ids.
+acknowledged by the broker, so a crash at any point replays, never skips. Each snapshot
+carries the input positions it was taken at, so a replay does not apply a record to a
+model's state twice; outputs may repeat, and events that must not (retrain requests)
+carry deterministic ids.
 """
 
 from __future__ import annotations

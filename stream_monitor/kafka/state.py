@@ -110,22 +110,22 @@ def read_state(consumer_config: dict[str, Any], topic: str) -> StoredState:
     """
     consumer = KafkaConsumer(**consumer_config, group_id=None, enable_auto_commit=False)
     try:
-        stored = StoredState()
+        found = StoredState()
         for record in read_to_end(consumer, assign_all(consumer, topic, from_beginning=True)):
             if record.key is None:
                 continue
             model_id = model_id_of(record.key)
-            stored.positions.pop(model_id, None)
+            found.positions.pop(model_id, None)
             if record.value is None:
-                stored.snapshots.pop(model_id, None)
+                found.snapshots.pop(model_id, None)
                 continue
-            stored.snapshots[model_id] = decode(record.value)
+            found.snapshots[model_id] = decode(record.value)
             for name, value in record.headers or ():
                 if name == POSITIONS_HEADER:
-                    stored.positions[model_id] = {
+                    found.positions[model_id] = {
                         TopicPartition(t, p): o for t, p, o in orjson.loads(value)
                     }
-        log.info("state read", extra={"topic": topic, "models": len(stored.snapshots)})
-        return stored
+        log.info("state read", extra={"topic": topic, "models": len(found.snapshots)})
+        return found
     finally:
         consumer.close()

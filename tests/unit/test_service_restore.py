@@ -12,19 +12,19 @@ from stream_monitor.kafka.service import MonitorService
 from stream_monitor.metrics import MonitorMetrics
 
 MODEL = "m\ufffd"  # what the key below decodes to, with replacement
+_PREDICTION = {
+    "prediction_id": "p1",
+    "model_id": MODEL,
+    "model_version": "1",
+    "timestamp": 1_767_225_600_000,
+    "features": {"x": 1.0},
+    "prediction": "yes",
+}
 
 
 def test_a_key_that_is_not_utf8_restores_by_its_decoded_name_without_failing() -> None:
     writer = MonitorCore(MonitorSettings())
-    prediction = {
-        "prediction_id": "p1",
-        "model_id": MODEL,
-        "model_version": "1",
-        "timestamp": 1_767_225_600_000,
-        "features": {"x": 1.0},
-        "prediction": "yes",
-    }
-    writer.process("predictions", MODEL.encode(), json.dumps(prediction).encode())
+    writer.process("predictions", MODEL.encode(), json.dumps(_PREDICTION).encode())
     service = MonitorService(MonitorSettings(), MonitorMetrics())
     service._snapshots = {MODEL: writer.snapshot(MODEL)}
 
@@ -32,3 +32,20 @@ def test_a_key_that_is_not_utf8_restores_by_its_decoded_name_without_failing() -
 
     assert service.core.models() == [MODEL]
     assert service.core.stats().pending["prediction"] == 1
+
+
+def test_a_snapshot_taken_past_the_resume_point_skips_until_its_positions() -> None:
+    writer = MonitorCore(MonitorSettings())
+    writer.process("predictions", b"m", json.dumps({**_PREDICTION, "model_id": "m"}).encode())
+    predictions, labels = TopicPartition("predictions", 3), TopicPartition("ground-truth", 3)
+    service = MonitorService(MonitorSettings(), MonitorMetrics())
+    service._snapshots = {"m": writer.snapshot("m")}
+    service._positions = {"m": {predictions: 120, labels: 80}}
+
+    service._prepare_model(b"m", predictions)
+
+    assert service._restored_ahead_in(predictions, 100) == {"m": 120}
+    # Reading has passed the labels' position: nothing to skip there, and it is forgotten.
+    assert service._restored_ahead_in(labels, 80) == {}
+    service._next_offsets = {predictions: 105, labels: 90}
+    assert service._positions_of("m") == {predictions: 120, labels: 90}
