@@ -194,6 +194,12 @@ class MonitorMetrics:
             "State snapshots written and offsets committed.",
             registry=self.registry,
         )
+        self.commits_refused = Counter(
+            f"{PREFIX}_commits_refused",
+            "Offset commits the consumer group refused because it had moved on (a "
+            "rebalance); the records since the last commit are read again.",
+            registry=self.registry,
+        )
         self.state_discarded = Counter(
             f"{PREFIX}_state_discarded",
             "Model snapshots of an unreadable format, discarded at restore "

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.config import MonitorSettings
@@ -318,7 +319,14 @@ class MonitorService:
             tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._next_offsets.items()
         }
         if offsets:
-            self._consumer.commit(offsets)
+            try:
+                self._consumer.commit(offsets)
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                # The group has moved on (this member was too slow, or it is rebalancing):
+                # the next poll rejoins, and the replay from the last commit skips what
+                # the snapshots just written hold.
+                log.warning("commit refused", extra={"error": str(exc)})
+                self.metrics.commits_refused.inc()
         self._touched.clear()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()

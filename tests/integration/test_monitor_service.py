@@ -342,16 +342,17 @@ def test_a_second_instance_shares_the_partitions_and_every_pair_counts_once(
     assert len(pairs) == len(models) * per_model
 
 
-def test_a_crash_between_the_snapshots_and_the_commit_counts_nothing_twice(
-    bootstrap: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("failure", ["crash", "refused"])
+def test_a_failed_commit_after_the_snapshots_counts_nothing_twice(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
-    # Checkpoints every 1,000 records; the second one's snapshots are written, then its
-    # commit fails (as for a member the group has moved on from) and the service stops.
-    # Live traffic, so that the records in between hold predictions and their labels.
+    # Checkpoints every 1,000 records; the second one's snapshots are written, then the
+    # process dies before its commit ("crash": a restart replays from the first), or the
+    # group refuses the commit, as it does to a member it has moved on from ("refused":
+    # the service goes on). Live traffic, so the records in between hold both sides.
     settings = settings_for(bootstrap, kafka={"partitions": 1}, checkpoint={"every_records": 1_000})
     create_topics(settings)
     scenario = Scenario(events=3_000, drift_at=None, label_delay=50)
-    total = 2 * scenario.events
     producer = threading.Thread(target=publish, args=(settings, scenario, 1_000))
     producer.start()
     commit = KafkaConsumer.commit
@@ -360,18 +361,24 @@ def test_a_crash_between_the_snapshots_and_the_commit_counts_nothing_twice(
     def second_commit_fails(self: KafkaConsumer, *args: Any, **kwargs: Any) -> None:
         nonlocal commits
         commits += 1
+        if commits == 2 and failure == "crash":
+            raise RuntimeError("injected crash")
         if commits == 2:
             raise CommitFailedError("injected: the group moved on")
         commit(self, *args, **kwargs)
 
     monkeypatch.setattr(KafkaConsumer, "commit", second_commit_fails)
-    with pytest.raises(CommitFailedError), running_monitor(settings) as crashed:
-        wait_until(lambda: commits >= 2, 60, "the second commit", crashed)
-    monkeypatch.undo()
-
-    producer.join()
-    with running_monitor(settings) as monitor:
-        wait_until(lambda: _all_committed(settings, total), 60, "the rest committed", monitor)
+    if failure == "crash":
+        with pytest.raises(RuntimeError, match="injected"), running_monitor(settings) as crashed:
+            wait_until(lambda: commits >= 2, 60, "the second commit", crashed)
+        monkeypatch.undo()
+    metrics = MonitorMetrics()
+    with running_monitor(settings, metrics) as monitor:
+        producer.join()
+        total = 2 * scenario.events
+        wait_until(lambda: _all_committed(settings, total), 60, "every record committed", monitor)
+    refused = metrics.registry.get_sample_value("stream_monitor_commits_refused_total")
+    assert refused == (1 if failure == "refused" else 0)
     _assert_every_pair_counted_once(settings, ["demo-model"], 3_000)
 
 

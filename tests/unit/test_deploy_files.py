@@ -54,6 +54,7 @@ METRICS: dict[str, set[str]] = {
     "stream_monitor_consumer_lag_records": {"topic"},
     "stream_monitor_checkpoints_total": set(),
     "stream_monitor_state_discarded_total": set(),
+    "stream_monitor_commits_refused_total": set(),
     **{f"stream_monitor_batch_processing_seconds{s}": set() for s in _HIST},
     **{f"stream_monitor_checkpoint_seconds{s}": set() for s in _HIST},
 }
