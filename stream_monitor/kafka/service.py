@@ -47,6 +47,7 @@ from stream_monitor.kafka.topics import (
     StartupError,
     assign_all,
     ensure_topics,
+    state_record_limit,
 )
 from stream_monitor.metrics import MonitorMetrics
 
@@ -81,6 +82,7 @@ class MonitorService:
             topics.ground_truth: "ground_truth",
         }
         self._client = settings.kafka.client()
+        self._state_limit = STATE_MAX_MESSAGE_BYTES  # the topic's own, once started
         self._snapshots: dict[str, bytes] = {}
         self._positions: dict[str, dict[TopicPartition, int]] = {}
         # Restored models whose snapshot was taken past where reading resumes: records
@@ -106,6 +108,9 @@ class MonitorService:
     def run(self) -> None:
         """Check topics, then process until ``stop`` is set; finish with a checkpoint."""
         ensure_topics(self.settings.kafka, self.settings.topics)
+        self._state_limit = state_record_limit(
+            self.settings.kafka, self.settings.topics.monitor_state
+        )
         self._producer = OutputProducer(
             self.settings.topics,
             **self._client,
@@ -311,7 +316,7 @@ class MonitorService:
             self._producer.send_raw(
                 self.settings.topics.monitor_state,
                 model_id.encode(),
-                state.stored(model_id, snapshot, self.settings.join.max_pending),
+                state.stored(model_id, snapshot, self.settings.join.max_pending, self._state_limit),
                 [state.positions_header(self._positions_of(model_id))],
             )
         self._producer.flush()

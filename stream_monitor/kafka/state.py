@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 # A Zstandard frame starts with these bytes, a zlib stream never does.
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# What a stored snapshot may take of a record, leaving room for its key and headers.
-SNAPSHOT_LIMIT_BYTES = STATE_MAX_MESSAGE_BYTES - 64 * 1024
+# What a record holds besides the stored snapshot: its key and headers.
+RECORD_OVERHEAD_BYTES = 64 * 1024
 
 
 # Where the inputs stood when a snapshot was taken: [[topic, partition, next offset], ...].
@@ -60,19 +60,22 @@ def encode(snapshot: bytes) -> bytes:
 
 
 def stored(
-    model_id: str, snapshot: bytes, max_pending: int, limit: int = SNAPSHOT_LIMIT_BYTES
+    model_id: str, snapshot: bytes, max_pending: int, record_limit: int = STATE_MAX_MESSAGE_BYTES
 ) -> bytes:
-    """:func:`encode`, refused with :class:`StateTooLargeError` past ``limit`` bytes.
+    """:func:`encode`, refused with :class:`StateTooLargeError` if it does not fit in a
+    record of ``record_limit`` bytes (the state topic's ``max.message.bytes``).
 
     Most of a large snapshot is the JSON of the events waiting in the label join: with
     ten features, a million pending predictions make about 50 MB stored.
     """
     value = encode(snapshot)
+    limit = record_limit - RECORD_OVERHEAD_BYTES
     if len(value) > limit:
         raise StateTooLargeError(
             f"the state of model {model_id!r} is {len(value) / 1e6:.1f} MB compressed, "
-            f"over the {limit / 1e6:.1f} MB a state record may hold; most of it "
-            "is the events waiting in its label join. Lower join.max_pending (now "
+            f"over the {limit / 1e6:.1f} MB a record of the state topic may hold "
+            f"(max.message.bytes, at most {STATE_MAX_MESSAGE_BYTES / 1e6:.0f} MB here); most "
+            "of it is the events waiting in its label join. Lower join.max_pending (now "
             f"{max_pending:,}; environment: STREAM_MONITOR_JOIN__MAX_PENDING) and restart: "
             "the oldest waiting events past it are dropped and counted."
         )

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
@@ -72,6 +72,27 @@ def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]
         return counts
     finally:
         admin.close()
+
+
+def state_record_limit(kafka: KafkaSettings, topic: str) -> int:
+    """The most bytes a record of the state topic may hold; refuses a topic that is not
+    compacted, whose old snapshots the broker would delete after its retention time."""
+    admin = KafkaAdminClient(**kafka.client())
+    try:
+        wanted = {"cleanup.policy": None, "max.message.bytes": None}
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, wanted)
+        configs = admin.describe_configs([resource], config_filter="all")["topic"][topic]
+    finally:
+        admin.close()
+    if "compact" not in configs["cleanup.policy"]["value"].split(","):
+        raise StartupError(
+            f"the state topic {topic!r} has cleanup.policy={configs['cleanup.policy']['value']}: "
+            "the broker would delete the snapshots of models quiet for longer than its "
+            "retention, and they would start again from nothing. Make it compacted, e.g. "
+            f"kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics "
+            f"--entity-name {topic} --add-config cleanup.policy=compact"
+        )
+    return min(int(configs["max.message.bytes"]["value"]), STATE_MAX_MESSAGE_BYTES)
 
 
 def _new_topic(name: str, partitions: int, compacted: bool) -> NewTopic:

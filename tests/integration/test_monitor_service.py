@@ -134,6 +134,17 @@ def test_refuses_to_start_when_inputs_are_not_co_partitioned(bootstrap: str) -> 
         MonitorService(settings, MonitorMetrics()).run()
 
 
+def test_refuses_to_start_on_a_state_topic_that_is_not_compacted(bootstrap: str) -> None:
+    settings = settings_for(bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [NewTopic(settings.topics.monitor_state, num_partitions=1, replication_factor=1)]
+    )
+    admin.close()
+    with pytest.raises(StartupError, match=r"cleanup\.policy=delete.*cleanup\.policy=compact"):
+        MonitorService(settings, MonitorMetrics()).run()
+
+
 def _prediction(prediction_id: str, model_id: str) -> dict[str, object]:
     return {
         "prediction_id": prediction_id,

@@ -39,6 +39,7 @@ def test_a_snapshot_too_large_for_a_state_record_is_refused_naming_the_setting()
     snapshot = _snapshot()
     assert state.stored("demo-model", snapshot, 3_000) == state.encode(snapshot)
     with pytest.raises(state.StateTooLargeError, match="demo-model") as refused:
-        state.stored("demo-model", snapshot, 3_000, limit=len(state.encode(snapshot)) - 1)
+        limit = len(state.encode(snapshot)) + state.RECORD_OVERHEAD_BYTES - 1
+        state.stored("demo-model", snapshot, 3_000, record_limit=limit)
     assert "join.max_pending (now 3,000" in str(refused.value)
     assert isinstance(refused.value, StartupError)  # printed without a traceback, exit 2
