@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import AuthorizationError, TopicAlreadyExistsError
 
 from stream_monitor.config import KafkaSettings, TopicSettings
 
@@ -82,6 +82,9 @@ def state_record_limit(kafka: KafkaSettings, topic: str) -> int:
         wanted = {"cleanup.policy": None, "max.message.bytes": None}
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, wanted)
         configs = admin.describe_configs([resource], config_filter="all")["topic"][topic]
+    except AuthorizationError:
+        log.warning("state topic configuration not readable: not checked", extra={"topic": topic})
+        return STATE_MAX_MESSAGE_BYTES
     finally:
         admin.close()
     if "compact" not in configs["cleanup.policy"]["value"].split(","):
