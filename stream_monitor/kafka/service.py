@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.config import MonitorSettings
@@ -366,10 +366,16 @@ class MonitorService:
     def _report_lag(self) -> None:
         assert self._consumer is not None
         lag: dict[str, int] = dict.fromkeys(self._input, 0)
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag[tp.topic] += max(0, highwater - self._consumer.position(tp))
+        try:
+            for tp in self._consumer.assignment():
+                highwater = self._consumer.highwater(tp)
+                if highwater is not None:
+                    lag[tp.topic] += max(0, highwater - self._consumer.position(tp))
+        except KafkaError as exc:
+            # position() may need the broker (to validate a position after a leader
+            # change): while it is away, the gauge waits rather than the service failing.
+            log.debug("lag not measured", extra={"error": str(exc)})
+            return
         for topic, n in lag.items():
             self.metrics.lag.labels(topic).set(n)
 

@@ -81,15 +81,19 @@ def state_record_limit(kafka: KafkaSettings, topic: str) -> int:
     try:
         wanted = {"cleanup.policy": None, "max.message.bytes": None}
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, wanted)
-        configs = admin.describe_configs([resource], config_filter="all")["topic"][topic]
+        described = admin.describe_configs([resource], config_filter="all")
+        configs = described.get("topic", {}).get(topic, {})
     except AuthorizationError:
-        log.warning("state topic configuration not readable: not checked", extra={"topic": topic})
-        return STATE_MAX_MESSAGE_BYTES
+        configs = {}
     finally:
         admin.close()
-    if "compact" not in configs["cleanup.policy"]["value"].split(","):
+    if not {"cleanup.policy", "max.message.bytes"} <= configs.keys():
+        log.warning("state topic configuration not readable: not checked", extra={"topic": topic})
+        return STATE_MAX_MESSAGE_BYTES
+    policy = configs["cleanup.policy"]["value"]
+    if "compact" not in policy.split(","):
         raise StartupError(
-            f"the state topic {topic!r} has cleanup.policy={configs['cleanup.policy']['value']}: "
+            f"the state topic {topic!r} has cleanup.policy={policy}: "
             "the broker would delete the snapshots of models quiet for longer than its "
             "retention, and they would start again from nothing. Make it compacted, e.g. "
             f"kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics "

@@ -1,0 +1,67 @@
+"""The monitor rides out a broker restart: a broker of its own, stopped for five seconds."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.devbroker.broker import BrokerSettings, start, stop
+from stream_monitor.kafka import state
+from stream_monitor.simulate import Scenario, publish
+from tests.integration.helpers import (
+    committed,
+    create_topics,
+    free_port,
+    running_monitor,
+    settings_for,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
+    settings = BrokerSettings(port=free_port(), controller_port=free_port())
+    start(settings, data_dir=tmp_path / "data", timeout=120)
+    try:
+        yield settings
+    finally:
+        stop(settings)
+        shutil.rmtree(settings.run_dir, ignore_errors=True)
+
+
+def test_a_broker_restart_mid_stream_loses_nothing_and_counts_nothing_twice(
+    own_broker: BrokerSettings, tmp_path: Path
+) -> None:
+    bootstrap = f"127.0.0.1:{own_broker.port}"
+    settings = settings_for(bootstrap, kafka={"partitions": 1})
+    create_topics(settings)
+    scenario = Scenario(events=10_000, drift_at=None, label_delay=50)
+    producer = threading.Thread(target=publish, args=(settings, scenario, 1_000))
+    producer.start()
+    with running_monitor(settings) as monitor:
+        wait_until(lambda: monitor.service.processed > 2_000, 60, "some progress", monitor)
+        stop(own_broker)
+        time.sleep(5)
+        start(own_broker, data_dir=tmp_path / "data", timeout=120)
+        producer.join()
+        wait_until(
+            lambda: committed(bootstrap, settings.kafka.group_id) == 2 * scenario.events,
+            120,
+            "every record committed after the restart",
+            monitor,
+        )
+    core = MonitorCore(settings)
+    stored = state.read_state(settings.kafka.client(), settings.topics.monitor_state)
+    for model, data in stored.snapshots.items():
+        core.restore(model, data)
+    stats = core.stats()
+    assert stats.versions["demo-model", "1"].labelled == scenario.events
+    assert stats.pending == {"prediction": 0, "label": 0}
