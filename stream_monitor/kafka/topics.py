@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import AuthorizationError, TopicAlreadyExistsError
+from kafka.errors import AuthorizationError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from stream_monitor.config import KafkaSettings, TopicSettings
 
@@ -34,6 +34,22 @@ def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int
     return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(wanted)}
 
 
+@contextlib.contextmanager
+def _admin(kafka: KafkaSettings) -> Iterator[KafkaAdminClient]:
+    """An admin client, or a :class:`StartupError` that says which setting to check."""
+    try:
+        admin = KafkaAdminClient(**kafka.client())
+    except KafkaTimeoutError as exc:  # what kafka-python 3 raises when it cannot bootstrap
+        raise StartupError(
+            f"cannot reach Kafka at {kafka.bootstrap_servers} (setting "
+            f"kafka.bootstrap_servers): {exc}. Check the address and that the broker runs."
+        ) from None
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
 def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]:
     """Check co-partitioning of the inputs and create missing topics if allowed.
 
@@ -42,8 +58,7 @@ def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]
     possibly different instances, and never be joined.
     Returns the partition count of every topic the monitor uses.
     """
-    admin = KafkaAdminClient(**kafka.client())
-    try:
+    with _admin(kafka) as admin:
         names = list(topics.model_dump().values())
         counts = partition_counts(admin, names)
         inputs = [topics.predictions, topics.ground_truth]
@@ -70,23 +85,19 @@ def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]
             log.info("created topics", extra={"topics": missing, "partitions": partitions})
             counts.update(partition_counts(admin, missing))
         return counts
-    finally:
-        admin.close()
 
 
 def state_record_limit(kafka: KafkaSettings, topic: str) -> int:
     """The most bytes a record of the state topic may hold; refuses a topic that is not
     compacted, whose old snapshots the broker would delete after its retention time."""
-    admin = KafkaAdminClient(**kafka.client())
-    try:
-        wanted = {"cleanup.policy": None, "max.message.bytes": None}
-        resource = ConfigResource(ConfigResourceType.TOPIC, topic, wanted)
-        described = admin.describe_configs([resource], config_filter="all")
-        configs = described.get("topic", {}).get(topic, {})
-    except AuthorizationError:
-        configs = {}
-    finally:
-        admin.close()
+    wanted = {"cleanup.policy": None, "max.message.bytes": None}
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, wanted)
+    with _admin(kafka) as admin:
+        try:
+            described = admin.describe_configs([resource], config_filter="all")
+            configs = described.get("topic", {}).get(topic, {})
+        except AuthorizationError:
+            configs = {}
     if not {"cleanup.policy", "max.message.bytes"} <= configs.keys():
         log.warning("state topic configuration not readable: not checked", extra={"topic": topic})
         return STATE_MAX_MESSAGE_BYTES
