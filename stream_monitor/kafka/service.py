@@ -87,6 +87,7 @@ class MonitorService:
         self._positions: dict[str, dict[TopicPartition, int]] = {}
         # Restored models whose snapshot was taken past where reading resumes: records
         # before these positions are already in their state (the commit after it failed).
+        # Per model, not per partition: a checkpoint's snapshots may have landed in part.
         self._restored_ahead: dict[str, dict[TopicPartition, int]] = {}
         self._reload_state = False
         # By model_id, as state.model_id_of() names a record key.
@@ -218,6 +219,7 @@ class MonitorService:
         self._positions = {
             model_id: {tp: p for tp, p in positions.items() if p <= ends.get(tp, p)}
             for model_id, positions in stored.positions.items()
+            if model_id in self._snapshots  # a discarded snapshot's records are not held
         }
         for tp in assigned:
             committed = self._consumer.committed(tp)

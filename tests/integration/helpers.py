@@ -15,6 +15,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import unbatch
+from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.kafka import state
 from stream_monitor.kafka.runner import Service
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import assign_all, ensure_topics, read_to_end
@@ -154,3 +156,22 @@ def committed(bootstrap: str, group_id: str) -> int:
     finally:
         admin.close()
     return sum(o.offset for o in offsets.values() if o.offset > 0)
+
+
+def all_committed(settings: MonitorSettings, records: int) -> bool:
+    """Whether the monitor's group has committed all ``records`` of its inputs."""
+    return committed(settings.kafka.bootstrap_servers, settings.kafka.group_id) == records
+
+
+def assert_every_pair_counted_once(
+    settings: MonitorSettings, models: list[str], per_model: int
+) -> None:
+    """The snapshots left in the state topic: each model's pairs scored exactly once."""
+    core = MonitorCore(settings)
+    snapshots = state.read_state(settings.kafka.client(), settings.topics.monitor_state).snapshots
+    for model, data in snapshots.items():
+        core.restore(model, data)
+    stats = core.stats()
+    assert sorted(snapshots) == models
+    assert {m: stats.versions[m, "1"].labelled for m in models} == dict.fromkeys(models, per_model)
+    assert stats.pending == {"prediction": 0, "label": 0} and not stats.dropped

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from stream_monitor.core.monitor import MonitorCore
 from stream_monitor.devbroker.broker import BrokerSettings, start, stop
-from stream_monitor.kafka import state
 from stream_monitor.simulate import Scenario, publish
 from tests.integration.helpers import (
-    committed,
+    all_committed,
+    assert_every_pair_counted_once,
     create_topics,
     free_port,
     running_monitor,
@@ -53,15 +52,9 @@ def test_a_broker_restart_mid_stream_loses_nothing_and_counts_nothing_twice(
         start(own_broker, data_dir=tmp_path / "data", timeout=120)
         producer.join()
         wait_until(
-            lambda: committed(bootstrap, settings.kafka.group_id) == 2 * scenario.events,
+            lambda: all_committed(settings, 2 * scenario.events),
             120,
             "every record committed after the restart",
             monitor,
         )
-    core = MonitorCore(settings)
-    stored = state.read_state(settings.kafka.client(), settings.topics.monitor_state)
-    for model, data in stored.snapshots.items():
-        core.restore(model, data)
-    stats = core.stats()
-    assert stats.versions["demo-model", "1"].labelled == scenario.events
-    assert stats.pending == {"prediction": 0, "label": 0}
+    assert_every_pair_counted_once(settings, ["demo-model"], scenario.events)

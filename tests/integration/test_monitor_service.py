@@ -22,7 +22,8 @@ from stream_monitor.kafka.topics import StartupError
 from stream_monitor.metrics import MonitorMetrics
 from stream_monitor.simulate import Scenario, publish, publish_events, stream
 from tests.integration.helpers import (
-    committed,
+    all_committed,
+    assert_every_pair_counted_once,
     create_topics,
     free_port,
     produce,
@@ -341,13 +342,13 @@ def test_a_second_instance_shares_the_partitions_and_every_pair_counts_once(
         with running_monitor(settings) as second:
             producer.join()
             wait_until(
-                lambda: first.healthy() and _all_committed(settings, len(interleaved)),
+                lambda: first.healthy() and all_committed(settings, len(interleaved)),
                 120,
                 "every input record committed",
                 second,
             )
     assert first.service.processed > 0 and second.service.processed > 0
-    _assert_every_pair_counted_once(settings, models, per_model)
+    assert_every_pair_counted_once(settings, models, per_model)
     examples = values(bootstrap, settings.topics.labelled_examples)  # at least once
     pairs = {(e["data"]["model_id"], e["data"]["prediction_id"]) for e in examples}
     assert len(pairs) == len(models) * per_model
@@ -387,28 +388,10 @@ def test_a_failed_commit_after_the_snapshots_counts_nothing_twice(
     with running_monitor(settings, metrics) as monitor:
         producer.join()
         total = 2 * scenario.events
-        wait_until(lambda: _all_committed(settings, total), 60, "every record committed", monitor)
+        wait_until(lambda: all_committed(settings, total), 60, "every record committed", monitor)
     refused = metrics.registry.get_sample_value("stream_monitor_commits_refused_total")
     assert refused == (1 if failure == "refused" else 0)
-    _assert_every_pair_counted_once(settings, ["demo-model"], 3_000)
-
-
-def _all_committed(settings: MonitorSettings, records: int) -> bool:
-    return committed(settings.kafka.bootstrap_servers, settings.kafka.group_id) == records
-
-
-def _assert_every_pair_counted_once(
-    settings: MonitorSettings, models: list[str], per_model: int
-) -> None:
-    """The snapshots left behind: each model's pairs scored exactly once."""
-    core = MonitorCore(settings)
-    snapshots = state.read_state(settings.kafka.client(), settings.topics.monitor_state).snapshots
-    for model, data in snapshots.items():
-        core.restore(model, data)
-    stats = core.stats()
-    assert sorted(snapshots) == models
-    assert {m: stats.versions[m, "1"].labelled for m in models} == dict.fromkeys(models, per_model)
-    assert stats.pending == {"prediction": 0, "label": 0} and not stats.dropped
+    assert_every_pair_counted_once(settings, ["demo-model"], 3_000)
 
 
 def test_snapshot_positions_past_a_partition_end_skip_nothing(bootstrap: str) -> None:
