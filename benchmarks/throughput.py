@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.devbroker.broker import BrokerSettings, start
-from stream_monitor.kafka.service import FETCH_BYTES, MonitorService
+from stream_monitor.kafka.service import FETCH_BYTES, FETCH_WAIT_MS, MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
 from stream_monitor.simulate import Scenario, publish
@@ -55,7 +55,9 @@ def bare_loop(settings: MonitorSettings, total: int) -> float:
         bootstrap_servers=settings.kafka.bootstrap_servers,
         enable_auto_commit=False,
         max_poll_records=settings.kafka.max_poll_records,
-        max_partition_fetch_bytes=FETCH_BYTES,  # the monitor's consumer settings
+        # The monitor's consumer settings.
+        max_partition_fetch_bytes=FETCH_BYTES,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
     )
     topics = [settings.topics.predictions, settings.topics.ground_truth]
     partitions = [
