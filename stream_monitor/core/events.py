@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
@@ -212,28 +213,49 @@ def iso_bytes(epoch_seconds: float) -> bytes:
     micros = round((epoch_seconds - second) * 1_000_000)
     if micros == 1_000_000:
         second, micros = second + 1, 0
-    text = _iso_seconds.get(second)
-    if text is None:
-        if len(_iso_seconds) >= 4096:
-            _iso_seconds.clear()
-        text = _iso_seconds[second] = _iso_second(second).encode()
-    return text + _MILLISECONDS[micros // 1000]
+    return _iso_seconds[second] + _MILLISECONDS[micros // 1000]
 
 
-# Looked up, not formatted: formatting cost as much as the rest. Events of one stream
-# share their seconds; a dict, because an lru_cache call costs twice its lookup.
-_MILLISECONDS = [f".{ms:03d}+00:00".encode() for ms in range(1000)]
-_iso_seconds: dict[int, bytes] = {}
-
-
-def _iso_second(second: int) -> str:
+def _iso_second(second: int) -> bytes:
     # time.strftime is the fastest formatter (3x datetime's) but writes years before
     # 1000 with fewer than four digits.
     utc = time.gmtime(second)
     if utc.tm_year >= 1000:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", utc)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", utc).encode()
     y, mo, d, h, mi, sec = utc[:6]
-    return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{sec:02d}"
+    return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{sec:02d}".encode()
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class Memo(dict[_K, _V]):
+    """Values made by ``make(key)`` on first use, at most ``size`` kept (all dropped
+    when full). For hot paths: a hit is one dict lookup, where an ``lru_cache`` call
+    costs several times as much.
+
+    >>> squares = Memo(lambda n: n * n, size=2)
+    >>> squares[3], squares[4], len(squares), squares[5], len(squares)
+    (9, 16, 2, 25, 1)
+    """
+
+    def __init__(self, make: Callable[[_K], _V], size: int = 4096) -> None:
+        super().__init__()
+        self.make = make
+        self.size = size
+
+    def __missing__(self, key: _K) -> _V:
+        if len(self) >= self.size:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
+
+
+# Looked up, not formatted: formatting cost as much as the rest. Events of one stream
+# share their seconds.
+_MILLISECONDS = [f".{ms:03d}+00:00".encode() for ms in range(1000)]
+_iso_seconds = Memo(_iso_second)
 
 
 def deterministic_id(*parts: object) -> str:

@@ -21,6 +21,7 @@ from stream_monitor.core.events import (
     LABELLED_EXAMPLE_TYPE,
     GroundTruth,
     InvalidRecordError,
+    Memo,
     Output,
     OutputTopic,
     Prediction,
@@ -432,10 +433,9 @@ class MonitorCore:
 def _labelled_example(joined: Joined, task: Task) -> Output:
     """The prediction and its ground truth, both exactly as the serving app sent them."""
     p, y = joined.prediction, joined.label
-    template = _templates.get((p.model_id, p.model_version, task))
-    if template is None:
-        template = _labelled_template(p.model_id, p.model_version, task)
-    key, head, after_id, after_time, after_pid, between, tail = template
+    key, head, after_id, after_time, after_pid, between, tail = _templates[
+        p.model_id, p.model_version, task
+    ]
     pid = orjson.dumps(p.prediction_id)[1:-1]  # escaped, without its quotes
     body = b"".join(
         (
@@ -459,16 +459,14 @@ def _labelled_example(joined: Joined, task: Task) -> Output:
 
 # Stand-ins for the fields that change from one labelled example to the next.
 _PID, _TIME, _PREDICTION, _LABEL = "\0prediction_id\0", "\0time\0", "\0prediction\0", "\0label\0"
-# By (model_id, model_version, task); a dict, because an lru_cache call costs as much
-# as a tenth of the example.
-_templates: dict[tuple[str, str, Task], tuple[bytes, ...]] = {}
 
 
-def _labelled_template(model_id: str, model_version: str, task: Task) -> tuple[bytes, ...]:
+def _labelled_template(version: tuple[str, str, Task]) -> tuple[bytes, ...]:
     """The labelled examples of a model version as their record key and the bytes
     around their varying parts: its :func:`envelope` with stand-ins, split at them.
     Joining bytes costs half as much as building and serialising the envelope for each
     example."""
+    model_id, model_version, task = version
     data = {
         "model_id": model_id,
         "model_version": model_version,
@@ -489,10 +487,11 @@ def _labelled_template(model_id: str, model_version: str, task: Task) -> tuple[b
         if not found:
             raise AssertionError(f"labelled example template: {mark!r} not where expected")
         parts.append(part)
-    if len(_templates) >= 4096:
-        _templates.clear()
-    template = _templates[model_id, model_version, task] = (model_id.encode(), *parts, body)
-    return template
+    return (model_id.encode(), *parts, body)
+
+
+# By (model_id, model_version, task).
+_templates = Memo(_labelled_template)
 
 
 def _decision_outputs(
