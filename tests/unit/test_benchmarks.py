@@ -1,0 +1,29 @@
+"""The broker-free benchmark still runs and prints its table (its figures are not checked:
+speed is the benchmark's business, not a test's)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_core_costs_prints_a_figure_for_every_step() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/core_costs.py", "--events", "1500", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert [row.split("|")[1].strip().split(",")[0] for row in rows] == [
+        "json.loads (the bare loop's parse)",
+        "MonitorCore.process",
+        "of which decoding and validation",
+        "of which the feature tests",
+    ]
+    assert all(float(row.split("|")[2]) > 0 for row in rows)
