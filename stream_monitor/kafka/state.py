@@ -99,10 +99,23 @@ class StoredState:
 
 
 def positions_header(positions: Mapping[TopicPartition, int]) -> tuple[str, bytes]:
-    """A snapshot record's header: the input positions its state has read up to."""
+    """A snapshot record's header: the input positions its state has read up to.
+
+    >>> name, value = positions_header({TopicPartition("predictions", 0): 42})
+    >>> positions_in({name: value})
+    {TopicPartition(topic='predictions', partition=0): 42}
+    """
     return POSITIONS_HEADER, orjson.dumps(
         [[tp.topic, tp.partition, o] for tp, o in positions.items()]
     )
+
+
+def positions_in(headers: Mapping[str, bytes]) -> dict[TopicPartition, int] | None:
+    """The positions a snapshot record's headers hold (None if it has none)."""
+    value = headers.get(POSITIONS_HEADER)
+    if value is None:
+        return None
+    return {TopicPartition(t, p): o for t, p, o in orjson.loads(value)}
 
 
 def read_state(consumer_config: dict[str, Any], topic: str) -> StoredState:
@@ -123,11 +136,9 @@ def read_state(consumer_config: dict[str, Any], topic: str) -> StoredState:
                 found.snapshots.pop(model_id, None)
                 continue
             found.snapshots[model_id] = decode(record.value)
-            for name, value in record.headers or ():
-                if name == POSITIONS_HEADER:
-                    found.positions[model_id] = {
-                        TopicPartition(t, p): o for t, p, o in orjson.loads(value)
-                    }
+            positions = positions_in(dict(record.headers or ()))
+            if positions is not None:
+                found.positions[model_id] = positions
         log.info("state read", extra={"topic": topic, "models": len(found.snapshots)})
         return found
     finally:
