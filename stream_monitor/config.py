@@ -182,12 +182,44 @@ class PolicySettings(StrictModel):
         return self
 
 
+class EstimationSettings(StrictModel):
+    """Estimated performance from a classifier's own scores (see ``core/estimation.py``)."""
+
+    enabled: bool = Field(
+        True, description="Estimate accuracy from calibrated scores (versions that send scores)."
+    )
+    calibration_size: int = Field(
+        2000, ge=100, description="First labelled pairs with scores that fit the calibrator."
+    )
+    method: Literal["isotonic", "histogram"] = Field(
+        "isotonic", description="Calibration map: isotonic regression or histogram binning."
+    )
+    bins: int = Field(20, ge=2, description="Equal-count score bins of the histogram method.")
+    window_size: int = Field(
+        1000, ge=100, description="Predictions in an estimate (and in a compared window)."
+    )
+    interval_level: float = Field(
+        0.95, gt=0, lt=1, description="Coverage of the interval around an estimate."
+    )
+    positive_class: str | None = Field(
+        None,
+        description="Binary models: the class whose precision and recall are estimated "
+        "(None: the last of the two score keys in sorted order, e.g. '1', 'true', 'yes').",
+    )
+    retrain_on_drop: bool = Field(
+        False,
+        description="A confirmed estimated drop of at least policy.min_accuracy_drop asks "
+        "for a retrain (off: it is a warning until the labels confirm it).",
+    )
+
+
 class ModelSettings(StrictModel):
     """Everything that can differ between models."""
 
     performance: PerformanceSettings = PerformanceSettings()
     features: FeatureDriftSettings = FeatureDriftSettings()
     policy: PolicySettings = PolicySettings()
+    estimation: EstimationSettings = EstimationSettings()
     reference_file: Path | None = Field(
         None,
         description="JSONL of prediction events (the predictions contract) forming every "

@@ -670,6 +670,9 @@ class FeatureDriftTracker:
         Sizes, the expected run time and the rest: :class:`FeatureDriftSettings`.
     task
         ``"classification"``: the prediction is a category; ``"regression"``: a number.
+    shared_tests
+        Tests outside the tracker that take a share of the same ``expected_run_time``
+        (the estimated-performance test, see :mod:`stream_monitor.core.estimation`).
 
     Examples
     --------
@@ -690,9 +693,11 @@ class FeatureDriftTracker:
 
     """
 
-    def __init__(self, settings: FeatureDriftSettings, task: Task) -> None:
+    def __init__(self, settings: FeatureDriftSettings, task: Task, shared_tests: int = 0) -> None:
         self.settings = settings
         self.task = task
+        self.shared_tests = shared_tests
+        """Other tests of the version that share the false-alarm budget (the estimate's)."""
         self.observations = 0
         self.unmonitored = 0
         self.tests = 0
@@ -763,7 +768,9 @@ class FeatureDriftTracker:
             self._categorical = _CategoricalGroup(categorical, texts, s)
         groups = [g for g in (self._numeric, self._categorical) if g is not None]
         self.tests = sum(g.test_count() for g in groups)
-        self.alpha = dist.bonferroni_alpha(s.expected_run_time, s.test_every, self.tests)
+        self.alpha = dist.bonferroni_alpha(
+            s.expected_run_time, s.test_every, self.tests + self.shared_tests
+        )
         if self._numeric is not None and reference is not None:
             self._numeric.calibrate(self.alpha, reference, s)
         if self._categorical is not None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from stream_monitor.config import ModelSettings, MonitorSettings
+from stream_monitor.core.estimation import EstimateSignal, EstimationStats, PerformanceEstimator
 from stream_monitor.core.events import (
     LABELLED_EXAMPLE_TYPE,
     GroundTruth,
@@ -43,7 +44,13 @@ from stream_monitor.core.performance import (
     error_of,
     infer_task,
 )
-from stream_monitor.core.policy import Decision, EpisodeState, decide, decide_features
+from stream_monitor.core.policy import (
+    Decision,
+    EpisodeState,
+    decide,
+    decide_estimated,
+    decide_features,
+)
 
 InputTopic = Literal["predictions", "ground_truth"]
 SNAPSHOT_MAGIC = b"stream-monitor/"
@@ -106,6 +113,8 @@ class VersionState:
     deferred_request: tuple[int, dict[str, Any]] | None = None
     """A decided retrain request waiting for labels after the drift: (due at this many
     labelled events, its data)."""
+    estimator: PerformanceEstimator | None = None
+    """Estimated accuracy from calibrated scores (a classifier that sends scores)."""
 
 
 @dataclass(slots=True)
@@ -126,6 +135,7 @@ class VersionStats:
     labelled: int
     episode: int
     unmonitored_features: int
+    estimation: EstimationStats | None = None
 
 
 @dataclass(frozen=True)
@@ -235,24 +245,50 @@ class MonitorCore:
             task = settings.performance.task
             if task == "auto":
                 task = infer_task(prediction.prediction, prediction.scores is not None)
-            features = FeatureDriftTracker(settings.features, task)
+            estimator = None
+            if (
+                settings.estimation.enabled
+                and task == "classification"
+                and prediction.scores is not None
+            ):
+                estimator = PerformanceEstimator(
+                    settings.estimation,
+                    settings.features.test_every,
+                    settings.features.expected_run_time,
+                    settings.features.recovery_p_value,
+                )
+            features = FeatureDriftTracker(
+                settings.features, task, shared_tests=1 if estimator else 0
+            )
             # A reference given in a file takes the place of the version's first events.
             for event in self._references.get(prediction.model_id, ())[
                 : settings.features.reference_size
             ]:
                 features.update(event.features, event.prediction, event.scores)
-            version = VersionState(PerformanceTracker(settings.performance, task), features)
+            version = VersionState(
+                PerformanceTracker(settings.performance, task), features, estimator=estimator
+            )
             model.versions[prediction.model_version] = version
         return version
 
     def _on_prediction(self, model: ModelState, prediction: Prediction) -> list[Output]:
         """Feature and prediction drift: the label-free early warning."""
         version = self._version(model, prediction)
+        outputs = []
+        if version.estimator is not None:
+            estimated = version.estimator.observe_prediction(
+                prediction.prediction,
+                prediction.scores,
+                prediction.timestamp,
+                version.features.tests,
+            )
+            if estimated is not None:
+                outputs = self._on_estimated(model, version, prediction, estimated)
         signals = version.features.update(
             prediction.features, prediction.prediction, prediction.scores
         )
         if not signals:
-            return []
+            return outputs
         decision = decide_features(
             model.settings.policy,
             version.episodes,
@@ -262,7 +298,25 @@ class MonitorCore:
         )
         for signal in signals:
             self._signals[signal.test, decision.severity] += 1
-        return _feature_outputs(model, version, prediction, signals, decision)
+        return outputs + _feature_outputs(model, version, prediction, signals, decision)
+
+    def _on_estimated(
+        self,
+        model: ModelState,
+        version: VersionState,
+        prediction: Prediction,
+        signal: EstimateSignal,
+    ) -> list[Output]:
+        """A confirmed drop of the estimated accuracy: see ``policy.decide_estimated``."""
+        decision = decide_estimated(
+            model.settings.policy,
+            version.episodes,
+            signal.drop,
+            model.settings.estimation.retrain_on_drop,
+            prediction.timestamp,
+        )
+        self._signals["estimated_performance", decision.severity] += 1
+        return _estimated_outputs(model, version, prediction, signal, decision)
 
     def _on_joined(self, model: ModelState, joined: Joined) -> list[Output]:
         prediction, label = joined.prediction, joined.label
@@ -273,6 +327,10 @@ class MonitorCore:
             raise InvalidRecordError("schema", f"cannot score this pair: {exc}") from None
         version.labelled += 1
         self._joined += 1
+        if version.estimator is not None:
+            version.estimator.observe_label(
+                prediction.prediction, label.label, prediction.scores, prediction.timestamp
+            )
 
         outputs = [_labelled_example(joined, version.tracker.task)]
         if version.deferred_request and version.labelled >= version.deferred_request[0]:
@@ -415,6 +473,7 @@ class MonitorCore:
                     version.labelled,
                     version.episodes.episode,
                     version.features.unmonitored,
+                    version.estimator.stats() if version.estimator else None,
                 )
                 for column, column_stats in version.features.feature_stats().items():
                     features[model_id, name, column] = column_stats
@@ -529,6 +588,53 @@ def _decision_outputs(
     signal_id = ("performance", signal.detector, signal.observations)
     return _signal_events(
         model, version, p, now, "performance", signal_id, evidence, decision, advice
+    )
+
+
+def _estimated_outputs(
+    model: ModelState,
+    version: VersionState,
+    prediction: Prediction,
+    signal: EstimateSignal,
+    decision: Decision,
+) -> list[Output]:
+    estimate = signal.estimate
+    evidence: dict[str, Any] = {
+        "metric": "accuracy",
+        "estimate": estimate.accuracy,
+        "interval": [estimate.low, estimate.high],
+        "interval_level": model.settings.estimation.interval_level,
+        "reference": signal.reference,
+        "drop": signal.drop,
+        "z": signal.z,
+        "threshold": signal.threshold,
+        "p_value": signal.p_value,
+        "window": {
+            "size": estimate.size,
+            "first": estimate.first,
+            "last": estimate.last,
+            "start": iso(estimate.start),
+            "end": iso(estimate.end),
+        },
+        "labelled": version.labelled,
+        "detected_at": iso(prediction.timestamp),
+    }
+    for name in ("precision", "recall", "f1", "roc_auc"):
+        value = getattr(estimate, name)
+        if value is not None:
+            evidence[f"estimated_{name}"] = value
+    advice = "an estimate is not escalated"  # decide_estimated never escalates
+    signal_id = ("estimated", estimate.last)
+    return _signal_events(
+        model,
+        version,
+        prediction,
+        prediction.timestamp,
+        "estimated_performance",
+        signal_id,
+        evidence,
+        decision,
+        advice,
     )
 
 

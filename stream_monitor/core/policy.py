@@ -159,3 +159,30 @@ def _act(
             "drift", "none", state.episode, change, f"episode {state.episode} is cooling down"
         )
     return Decision("drift", "retrain", state.episode, change, reason)
+
+
+def decide_estimated(
+    settings: PolicySettings, state: EpisodeState, drop: float, retrain: bool, now: float
+) -> Decision:
+    """Classify a confirmed drop of the estimated accuracy (no label has spoken yet).
+
+    Like a performance ``warning``: the estimate rests on calibrated scores, which
+    concept drift can fool. With ``retrain`` (``estimation.retrain_on_drop``) a drop of
+    at least ``min_accuracy_drop`` is a ``drift`` that asks for a retrain once per
+    episode; an estimate never escalates (the labels decide whether it is critical).
+    It does not corroborate feature drift either.
+
+    >>> s, state = PolicySettings(), EpisodeState()
+    >>> decide_estimated(s, state, drop=0.05, retrain=False, now=0).severity
+    'warning'
+    >>> decide_estimated(s, state, drop=0.05, retrain=True, now=0).action
+    'retrain'
+    """
+    if not retrain:
+        return Decision("warning", "none", state.episode, drop, "estimated drop, labels pending")
+    if drop < settings.min_accuracy_drop:
+        reason = f"estimated drop {drop:.4g} below {settings.min_accuracy_drop:g}"
+        return Decision("warning", "none", state.episode, drop, reason)
+    return _act(
+        settings, state, "drift", now, drop, f"estimated drop {drop:.4g} (configured to act)"
+    )
