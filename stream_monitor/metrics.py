@@ -115,6 +115,76 @@ class CoreStatsCollector(Collector):
         yield labelled
         yield unmonitored
         yield from _feature_metrics(stats)
+        yield from _estimation_metrics(stats)
+
+
+def _estimation_metrics(stats: CoreStats) -> Iterator[Metric]:
+    """Estimated performance from calibrated scores, per model version that has an
+    estimate (see ``core/estimation.py``), and how past estimates met the labels."""
+    version = ["model_id", "model_version"]
+
+    def gauge(name: str, doc: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"{PREFIX}_model_{name}", doc, labels=version)
+
+    estimated = {
+        "accuracy": gauge(
+            "estimated_accuracy_ratio",
+            "Accuracy of the last estimation window, estimated from calibrated scores.",
+        ),
+        "low": gauge(
+            "estimated_accuracy_lower_ratio",
+            "Lower bound of the interval (estimation.interval_level) of the estimated accuracy.",
+        ),
+        "high": gauge(
+            "estimated_accuracy_upper_ratio",
+            "Upper bound of the interval (estimation.interval_level) of the estimated accuracy.",
+        ),
+        "precision": gauge(
+            "estimated_precision_ratio", "Estimated precision of the positive class (binary)."
+        ),
+        "recall": gauge(
+            "estimated_recall_ratio", "Estimated recall of the positive class (binary)."
+        ),
+        "f1": gauge("estimated_f1_ratio", "Estimated F1 of the positive class (binary)."),
+        "roc_auc": gauge("estimated_roc_auc_ratio", "Estimated ROC AUC (binary)."),
+    }
+    reference = gauge(
+        "estimated_reference_accuracy_ratio",
+        "Mean calibrated confidence of the calibration pairs: what estimates are tested against.",
+    )
+    drop = gauge(
+        "estimated_drop_confirmed",
+        "1 while a confirmed drop of the estimated accuracy lasts (its episode), else 0.",
+    )
+    error = gauge(
+        "estimation_error",
+        "Estimated minus realised accuracy of the last window whose labels arrived.",
+    )
+    mean_error = gauge(
+        "estimation_mean_absolute_error",
+        "Mean absolute difference between estimated and realised accuracy, over compared windows.",
+    )
+    compared = gauge(
+        "estimation_windows_compared", "Estimation windows compared with their labels."
+    )
+    for (model_id, name), v in stats.versions.items():
+        e = v.estimation
+        if e is None or not e.ready:
+            continue
+        labels = [model_id, name]
+        reference.add_metric(labels, e.reference)
+        drop.add_metric(labels, 1.0 if e.drifted else 0.0)
+        compared.add_metric(labels, e.compared)
+        if e.last is not None:
+            for field, family in estimated.items():
+                value = getattr(e.last, field)
+                if value is not None:
+                    family.add_metric(labels, value)
+        if e.recent:
+            error.add_metric(labels, e.recent[-1].error)
+            mean_error.add_metric(labels, e.mean_abs_error)
+    yield from estimated.values()
+    yield from (reference, drop, error, mean_error, compared)
 
 
 def _feature_metrics(stats: CoreStats) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stream_monitor.core.estimation import Comparison, EstimationStats, WindowEstimate
 from stream_monitor.core.features import FeatureStats, Statistic
 from stream_monitor.core.monitor import CoreStats, VersionStats
 from stream_monitor.metrics import MonitorMetrics
@@ -51,6 +52,23 @@ METRICS: dict[str, set[str]] = {
     "stream_monitor_feature_psi": {"model_id", "model_version", "feature"},
     "stream_monitor_feature_drifted": {"model_id", "model_version", "feature"},
     "stream_monitor_feature_missing_ratio": {"model_id", "model_version", "feature"},
+    **{
+        f"stream_monitor_model_{name}": {"model_id", "model_version"}
+        for name in (
+            "estimated_accuracy_ratio",
+            "estimated_accuracy_lower_ratio",
+            "estimated_accuracy_upper_ratio",
+            "estimated_precision_ratio",
+            "estimated_recall_ratio",
+            "estimated_f1_ratio",
+            "estimated_roc_auc_ratio",
+            "estimated_reference_accuracy_ratio",
+            "estimated_drop_confirmed",
+            "estimation_error",
+            "estimation_mean_absolute_error",
+            "estimation_windows_compared",
+        )
+    },
     "stream_monitor_consumer_lag_records": {"topic"},
     "stream_monitor_checkpoints_total": set(),
     "stream_monitor_state_discarded_total": set(),
@@ -200,6 +218,18 @@ def test_selector_parser() -> None:
     assert grouping == {"job"}
 
 
+_ESTIMATION = EstimationStats(
+    ready=True,
+    calibration_pairs=2000,
+    reference=0.9,
+    last=WindowEstimate(1, 1000, 1000, 0.85, 0.83, 0.87, 0.0, 1.0, 0.8, 0.7, 0.75, 0.9),
+    drifted=True,
+    compared=1,
+    mean_abs_error=0.01,
+    recent=(Comparison(1, 1000, 0.88, 0.86, 0.9, 0.87, 1000),),
+)
+
+
 def test_metric_list_matches_exposition() -> None:
     metrics = MonitorMetrics()
     metrics.core.stats = CoreStats(
@@ -210,7 +240,7 @@ def test_metric_list_matches_exposition() -> None:
         signals=Counter({("adwin", "drift"): 1}),
         outputs=Counter({"retrain_requests": 1}),
         versions={
-            ("clf", "1"): VersionStats("classification", 0.9, 10, 0, 0),
+            ("clf", "1"): VersionStats("classification", 0.9, 10, 0, 0, _ESTIMATION),
             ("reg", "1"): VersionStats("regression", 1.5, 10, 0, 2),
         },
         features={
@@ -277,6 +307,12 @@ def _series(metric: str, **labels: str) -> str:
 
 _ACCURACY = _series("stream_monitor_model_accuracy_ratio", model_id="m", model_version="1")
 _LABELLED = _series("stream_monitor_model_labelled_events", model_id="m", model_version="1")
+_ESTIMATED = _series(
+    "stream_monitor_model_estimated_accuracy_ratio", model_id="m", model_version="1"
+)
+_DROP_CONFIRMED = _series(
+    "stream_monitor_model_estimated_drop_confirmed", model_id="m", model_version="1"
+)
 _CRITICAL = _series("stream_monitor_drift_signals_total", detector="adwin", severity="critical")
 _DRIFT = _series("stream_monitor_drift_signals_total", detector="adwin", severity="drift")
 _INVALID = _series("stream_monitor_invalid_records_total", topic="predictions", reason="schema")
@@ -294,6 +330,19 @@ ALERT_CASES: list[tuple[str, dict[str, str], str, dict[str, str] | None]] = [
     ),
     # A version that no longer receives labels keeps its last accuracy: no alert.
     ("StreamMonitorModelAccuracyLow", {_ACCURACY: "0.7x40", _LABELLED: "5000x40"}, "30m", None),
+    (
+        "StreamMonitorEstimatedAccuracyDrop",
+        {_ESTIMATED: "0.8x30", _DROP_CONFIRMED: "0x10 1x20"},
+        "15m",
+        {**_INSTANCE, "model_id": "m", "model_version": "1", "severity": "warning"},
+    ),
+    # Estimated accuracy low but no confirmed drop (as it was on the reference): no alert.
+    (
+        "StreamMonitorEstimatedAccuracyDrop",
+        {_ESTIMATED: "0.6x30", _DROP_CONFIRMED: "0x30"},
+        "15m",
+        None,
+    ),
     # The first critical signal of the process: the series appears at 1.
     (
         "StreamMonitorCriticalDrift",
