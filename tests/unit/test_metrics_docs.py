@@ -15,7 +15,7 @@ from stream_monitor.simulate import Scenario, stream
 from stream_monitor.trainer.metrics import TrainerMetrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>[a-z]+) \|(?P<labels>[^|]*)\|", re.M)
+ROW = re.compile(r"^\| `(?P<name>[a-z0-9_]+)` \| (?P<type>[a-z]+) \|(?P<labels>[^|]*)\|", re.M)
 SUFFIXES = {"counter": "_total", "histogram": "", "gauge": "", "summary": ""}
 
 
