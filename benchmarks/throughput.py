@@ -52,7 +52,7 @@ def produce(settings: MonitorSettings, predictions: int) -> int:
 def bare_loop(settings: MonitorSettings, total: int) -> float:
     """Events/s of a consumer that only reads and parses."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **settings.kafka.client(),
         enable_auto_commit=False,
         max_poll_records=settings.kafka.max_poll_records,
         # The monitor's consumer settings.

@@ -178,6 +178,7 @@ def _monitor(settings: MonitorSettings, references: dict[str, list[Prediction]])
 
 
 def _simulate(settings: MonitorSettings, args: argparse.Namespace) -> int:
+    from stream_monitor.kafka.topics import StartupError
     from stream_monitor.simulate import Scenario, publish
 
     if args.bootstrap:
@@ -193,7 +194,11 @@ def _simulate(settings: MonitorSettings, args: argparse.Namespace) -> int:
         start_ms=int(time.time() * 1000),
         seconds_between=1.0 / args.rate if args.rate else 0.001,
     )
-    written = publish(settings, scenario, args.rate)
+    try:
+        written = publish(settings, scenario, args.rate)
+    except StartupError as exc:
+        print(f"stream-monitor simulate: {exc}", file=sys.stderr)
+        return 2
     log.info("simulation written", extra={"records": written})
     return 0
 

@@ -9,11 +9,19 @@ and what it expects.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +41,25 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_key_password"})
+"""Settings whose values never appear in a message, a log line or a repr."""
+
+
 class KafkaSettings(StrictModel):
+    """Where the brokers are, who the client is, and how it proves it.
+
+    Secrets are :class:`~pydantic.SecretStr` (shown as ``**********``) and come from the
+    environment (``STREAM_MONITOR_KAFKA__SASL_PASSWORD``) or from a file
+    (``sasl_password_file``, as Kubernetes mounts a secret), read when a client is made.
+
+    >>> kafka = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+    ...                       sasl_username="app", sasl_password="s3cret")
+    >>> "s3cret" in repr(kafka), kafka.client()["sasl_plain_password"]
+    (False, 's3cret')
+    """
+
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     group_id: str = Field("stream-monitor", min_length=1)
     client_id: str = "stream-monitor"
@@ -43,10 +69,161 @@ class KafkaSettings(StrictModel):
         True, description="Create missing topics at start (partitions below)."
     )
     partitions: int = Field(3, gt=0, description="Partition count for topics created at start.")
+    bootstrap_timeout_ms: int = Field(
+        30_000,
+        gt=0,
+        description="How long a client waits for the brokers to answer (they may be "
+        "starting) before the service stops with the reason.",
+    )
+    session_timeout_ms: int = Field(
+        45_000,
+        ge=1000,
+        description="A consumer silent this long leaves the group and its partitions move; "
+        "within the broker's group.min/max.session.timeout.ms.",
+    )
+    heartbeat_interval_ms: int = Field(
+        3000, gt=0, description="How often a consumer tells the group it is alive."
+    )
+    group_instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Static membership: a stable name per instance (the pod name of a "
+        "StatefulSet). A restart under the same name gets its partitions back at once "
+        "instead of after session_timeout_ms.",
+    )
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(
+        None, description="A file holding the SASL password (instead of sasl_password)."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="PEM CA certificates to trust; None: the system's trust store."
+    )
+    ssl_check_hostname: bool = Field(
+        True, description="The broker's certificate must name the host connected to."
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate (mutual TLS), may hold the key too."
+    )
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile.")
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        self._check_security()
+        try:
+            self.ssl_context()  # unreadable certificates: an error at start, not at connect
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("kafka.")) from None
+        return self
+
+    def _check_security(self) -> None:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        for name in ("sasl_password", "ssl_key_password"):
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(f"give {name} or {name}_file, not both")
+        for name in (
+            "sasl_password_file",
+            "ssl_key_password_file",
+            "ssl_cafile",
+            "ssl_certfile",
+            "ssl_keyfile",
+        ):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} does not exist or is not a file")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+        if self.uses_sasl and (self.sasl_username is None or not self._has_sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (or sasl_password_file)"
+            )
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    @property
+    def _has_sasl_password(self) -> bool:
+        return self.sasl_password is not None or self.sasl_password_file is not None
+
+    def secret(self, name: Literal["sasl_password", "ssl_key_password"]) -> str | None:
+        """A secret's value, from the setting or from its file (read now, so a rotated
+        secret is used by the next client)."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None:
+            return value.get_secret_value()
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is None:
+            return None
+        try:
+            # A mounted secret often ends with a newline that is not part of it.
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"kafka.{name}_file: cannot read {path}: {exc.strerror}") from None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context every client of this service uses (None without TLS): TLS 1.2
+        or later, ``ssl_cafile`` (else the system's CAs), host name checking as set, the
+        client certificate for mutual TLS."""
+        if not self.uses_tls:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = self.ssl_check_hostname
+        try:
+            if self.ssl_cafile is not None:
+                context.load_verify_locations(cafile=str(self.ssl_cafile))
+            else:
+                context.load_default_certs()
+            if self.ssl_certfile is not None:
+                context.load_cert_chain(
+                    str(self.ssl_certfile),
+                    None if self.ssl_keyfile is None else str(self.ssl_keyfile),
+                    self.secret("ssl_key_password"),
+                )
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                "kafka.ssl_cafile, ssl_certfile or ssl_keyfile: not usable PEM certificates "
+                f"or key (or a wrong ssl_key_password): {exc.reason or exc}"
+            ) from None
+        return context
 
     def client(self) -> dict[str, Any]:
-        """What every Kafka client of a service is given: where, and who it is."""
-        return {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id}
+        """What every Kafka client of a service is given: where, who it is, and how it
+        proves it (TLS and SASL settings)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.uses_tls:
+            config["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = self.secret("sasl_password")
+        return config
+
+    def group(self) -> dict[str, Any]:
+        """What a consumer in the service's consumer group is given besides
+        :meth:`client`: the group, how fast a dead member is noticed, static membership."""
+        return {
+            "group_id": self.group_id,
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "group_instance_id": self.group_instance_id,
+        }
 
 
 class TopicSettings(StrictModel):
@@ -312,9 +489,22 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
         path = f"{prefix}.{path}" if prefix and path else prefix or path or "(top level)"
-        given = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        given = (
+            ""
+            if err["type"] == "missing"
+            else f" (got {_redacted(err['loc'], err.get('input'))!r})"
+        )
         lines.append(f"  {path}: {err['msg']}{given}")
     return "\n".join(lines)
+
+
+def _redacted(loc: tuple[int | str, ...], value: Any) -> Any:
+    """``value`` with every secret setting in it masked: an error message is printed."""
+    if loc and loc[-1] in SECRET_FIELDS:
+        return "**********"
+    if isinstance(value, dict):
+        return {k: _redacted((*loc, k), v) for k, v in value.items()}
+    return value
 
 
 def load_yaml_settings(cls: type[_Settings], path: str | Path | None = None) -> _Settings:

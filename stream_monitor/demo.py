@@ -318,10 +318,10 @@ class _Demo:
         settings = self.settings
         ensure_topics(settings.kafka, settings.topics)
         trainer_settings = TrainerSettings(
-            kafka={
-                "bootstrap_servers": settings.kafka.bootstrap_servers,
+            kafka={  # the same brokers and credentials, the trainer's own group
+                **settings.kafka.model_dump(exclude={"client_id", "max_poll_records"}),
                 "group_id": f"{settings.kafka.group_id}-trainer",
-                "partitions": settings.kafka.partitions,
+                "group_instance_id": None,
             },
             topics=settings.topics,
             registry_dir=self.registry_dir,
@@ -386,7 +386,7 @@ class _Demo:
         }
         watcher = KafkaConsumer(
             *names,
-            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            **self.settings.kafka.client(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

@@ -207,7 +207,7 @@ class ServingApp:
         published before the app read it must still be applied (reloading the same
         production version again changes nothing)."""
         consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka.bootstrap_servers,
+            **self.settings.kafka.client(),
             group_id=None,
             enable_auto_commit=False,
         )

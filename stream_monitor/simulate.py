@@ -19,6 +19,7 @@ import orjson
 from kafka import KafkaProducer
 
 from stream_monitor.config import MonitorSettings
+from stream_monitor.kafka.topics import check_access
 
 SimTopic = Literal["predictions", "ground_truth"]
 
@@ -92,7 +93,8 @@ def publish_events(
     rate: float = 0.0,
 ) -> int:
     """Write ``(topic, key, value)`` events, as :func:`stream` yields them, in order."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20)
+    check_access(settings.kafka)  # a StartupError naming the setting, not a 30 s traceback
+    producer = KafkaProducer(**settings.kafka.client(), linger_ms=20)
     topics = {
         "predictions": settings.topics.predictions,
         "ground_truth": settings.topics.ground_truth,

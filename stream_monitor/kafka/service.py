@@ -129,7 +129,7 @@ class MonitorService:
         self._producer.fetch_metadata()
         self._consumer = KafkaConsumer(
             **self._client,
-            group_id=self.settings.kafka.group_id,
+            **self.settings.kafka.group(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.kafka.max_poll_records,

@@ -14,6 +14,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import AuthorizationError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from stream_monitor.config import KafkaSettings, TopicSettings
+from stream_monitor.kafka.connection import BrokerAccessError, check_connection
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,27 @@ def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int
     return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(wanted)}
 
 
+def check_access(kafka: KafkaSettings) -> None:
+    """:func:`~stream_monitor.kafka.connection.check_connection` within
+    ``kafka.bootstrap_timeout_ms``, as a :class:`StartupError` (the services exit 2 with
+    its one line)."""
+    try:
+        check_connection(kafka, kafka.bootstrap_timeout_ms / 1000)
+    except BrokerAccessError as exc:
+        raise StartupError(str(exc)) from None
+
+
 @contextlib.contextmanager
 def _admin(kafka: KafkaSettings) -> Iterator[KafkaAdminClient]:
     """An admin client, or a :class:`StartupError` that says which setting to check."""
+    check_access(kafka)
     try:
         admin = KafkaAdminClient(**kafka.client())
     except KafkaTimeoutError as exc:  # what kafka-python 3 raises when it cannot bootstrap
         raise StartupError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers} (setting "
-            f"kafka.bootstrap_servers): {exc}. Check the address and that the broker runs."
+            f"cannot use Kafka at {kafka.bootstrap_servers} although it accepts a connection "
+            f"with these settings ({exc}): check kafka.bootstrap_servers, the brokers' "
+            "advertised listeners, and kafka.security_protocol"
         ) from None
     try:
         yield admin
@@ -50,16 +63,21 @@ def _admin(kafka: KafkaSettings) -> Iterator[KafkaAdminClient]:
         admin.close()
 
 
-def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, int]:
+def ensure_topics(
+    kafka: KafkaSettings, topics: TopicSettings, names: list[str] | None = None
+) -> dict[str, int]:
     """Check co-partitioning of the inputs and create missing topics if allowed.
 
     ``predictions`` and ``ground-truth`` must have the same partition count, or a
     label and its prediction (same key) would land on different partitions and
     possibly different instances, and never be joined.
-    Returns the partition count of every topic the monitor uses.
+    ``names``: the topics a service uses (default: all of them); a client sees only the
+    topics its ACLs let it describe, so a service checks its own.
+    Returns the partition count of every topic in ``names``.
     """
-    with _admin(kafka) as admin:
+    if names is None:
         names = list(topics.model_dump().values())
+    with _admin(kafka) as admin:
         counts = partition_counts(admin, names)
         inputs = [topics.predictions, topics.ground_truth]
         present = {t: counts[t] for t in inputs if t in counts}

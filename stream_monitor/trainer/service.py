@@ -28,6 +28,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.core.events import InvalidRecordError, dead_letter
+from stream_monitor.kafka.acls import trainer_topics
 from stream_monitor.kafka.output import OutputProducer
 from stream_monitor.kafka.service import FETCH_BYTES
 from stream_monitor.kafka.topics import assign_all, ensure_topics
@@ -66,13 +67,12 @@ class TrainerService:
         """Check topics, then answer requests until ``stop`` is set. A stop lets the
         request in progress finish, be published and committed."""
         kafka = self.settings.kafka
-        # The monitor's checks and layout: whichever service starts first creates
-        # the same topics.
-        ensure_topics(kafka, self.settings.topics)
+        # The monitor's checks and layout, for the topics the trainer uses.
+        ensure_topics(kafka, self.settings.topics, trainer_topics(self.settings.topics))
         self._producer = OutputProducer(self.settings.topics, **self._client, linger_ms=5)
         self._consumer = KafkaConsumer(
             **self._client,
-            group_id=kafka.group_id,
+            **kafka.group(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=kafka.max_poll_records,
