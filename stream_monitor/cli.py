@@ -174,6 +174,7 @@ def _monitor(settings: MonitorSettings, references: dict[str, list[Prediction]])
         lambda stop: MonitorService(settings, metrics, stop, references),
         metrics.registry,
         settings.metrics_port,
+        settings.metrics_server,
     )
 
 

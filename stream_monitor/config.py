@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     model_validator,
@@ -415,6 +416,68 @@ class CheckpointSettings(StrictModel):
     )
 
 
+class HealthSettings(StrictModel):
+    """When ``/healthz`` (liveness) and ``/readyz`` (readiness) on the metrics port fail."""
+
+    max_loop_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="/healthz fails when the service's loop has not turned for this long "
+        "(a hung process: restart it).",
+    )
+    max_heartbeat_age_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="/readyz fails when the consumer's last group heartbeat is older than "
+        "this: not in the group yet, or the broker is away.",
+    )
+
+
+class MonitorHealthSettings(HealthSettings):
+    """The health settings of the monitor, which also knows its lag."""
+
+    max_lag_records: int | None = Field(
+        100_000,
+        gt=0,
+        description="/readyz fails while more records than this wait on this instance's "
+        "partitions (null: lag does not count).",
+    )
+
+
+class MetricsServerSettings(StrictModel):
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served, and with what TLS
+    (prometheus-client's own TLS server: PEM files)."""
+
+    bind_address: str = Field(
+        "0.0.0.0",
+        min_length=1,
+        description="Interface to listen on: 0.0.0.0 every IPv4 one, 127.0.0.1 this host "
+        "only, :: every IPv6 one.",
+    )
+    certfile: FilePath | None = Field(
+        None, description="PEM certificate (chain) of the server; with keyfile, serves HTTPS."
+    )
+    keyfile: FilePath | None = Field(None, description="PEM private key of certfile.")
+    client_cafile: FilePath | None = Field(
+        None, description="PEM CA(s) that client certificates are verified against (mTLS)."
+    )
+    client_auth_required: bool = Field(
+        False, description="Refuse clients without a certificate from client_cafile (mTLS)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> MetricsServerSettings:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together (HTTPS needs both)")
+        if self.client_cafile is not None and self.certfile is None:
+            raise ValueError(
+                "client_cafile needs certfile and keyfile (client certificates need TLS)"
+            )
+        if self.client_auth_required and self.client_cafile is None:
+            raise ValueError("client_auth_required needs client_cafile to verify clients against")
+        return self
+
+
 class ServiceSettings(BaseSettings):
     """What the services' settings share: the YAML file arrives as init arguments and the
     environment overrides it; ``models`` holds partial per-model overrides of ``defaults``."""
@@ -463,6 +526,8 @@ class MonitorSettings(ServiceSettings):
     join: JoinSettings = JoinSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables /metrics.")
+    metrics_server: MetricsServerSettings = MetricsServerSettings()
+    health: MonitorHealthSettings = MonitorHealthSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     defaults: ModelSettings = ModelSettings()
 

@@ -40,6 +40,7 @@ from stream_monitor.core.monitor import (
     MonitorCore,
     readable_snapshots,
 )
+from stream_monitor.health import Health, heartbeat_age_of
 from stream_monitor.kafka import state
 from stream_monitor.kafka.output import OutputProducer
 from stream_monitor.kafka.topics import (
@@ -83,6 +84,7 @@ class MonitorService:
         self.metrics = metrics
         self.stop = stop or threading.Event()
         self.core = MonitorCore(settings, references)
+        self.health = Health(settings.health, restores_state=True)
         topics = settings.topics
         self._input: dict[str, InputTopic] = {
             topics.predictions: "predictions",
@@ -140,6 +142,7 @@ class MonitorService:
             partition_assignment_strategy=[RangePartitionAssignor],
         )
         self._consumer.subscribe(list(self._input), listener=_Rebalance(self))
+        self.health.watch_group(heartbeat_age_of(self._consumer))
         # Every instance reads every model event (they are rare) and applies those of the
         # models it owns: the trainer's partitioner need not match the serving apps'.
         self._model_events = KafkaConsumer(**self._client, group_id=None)
@@ -152,6 +155,7 @@ class MonitorService:
         gc.freeze()
         try:
             while not self.stop.is_set():
+                self.health.loop_turned()
                 self._apply_model_events()
                 self._process_batch()
                 if self._checkpoint_due():
@@ -235,6 +239,7 @@ class MonitorService:
                 self._consumer.seek_to_beginning(tp)  # as auto_offset_reset="earliest"
             else:
                 self._consumer.seek(tp, committed)
+        self.health.restored()
 
     def _publish_stats(self) -> None:
         self.metrics.core.stats = self.core.stats()
@@ -371,6 +376,8 @@ class MonitorService:
         """Partitions, new or kept, start again from their checkpoint: reload the state
         topic and rewind before the next record (not here, on the IO thread)."""
         self._reload_state = True
+        self.health.assigned(len(assigned))
+        self.health.restoring()
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 
     def _report_lag(self) -> None:
@@ -385,7 +392,9 @@ class MonitorService:
             # position() may need the broker (to validate a position after a leader
             # change): while it is away, the gauge waits rather than the service failing.
             log.debug("lag not measured", extra={"error": str(exc)})
+            self.health.lag(None)
             return
+        self.health.lag(sum(lag.values()))
         for topic, n in lag.items():
             self.metrics.lag.labels(topic).set(n)
 

@@ -58,4 +58,5 @@ def run(args: argparse.Namespace) -> int:
         lambda stop: TrainerService(settings, metrics, stop),
         metrics.registry,
         settings.metrics_port,
+        settings.metrics_server,
     )

@@ -28,6 +28,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.core.events import InvalidRecordError, dead_letter
+from stream_monitor.health import Health, heartbeat_age_of
 from stream_monitor.kafka.acls import trainer_topics
 from stream_monitor.kafka.output import OutputProducer
 from stream_monitor.kafka.service import FETCH_BYTES
@@ -57,6 +58,7 @@ class TrainerService:
         self.metrics = metrics
         self.stop = stop or threading.Event()
         self.registry = ModelRegistry(settings.registry_dir)
+        self.health = Health(settings.health)
         self._client = settings.kafka.client()
         self._producer: OutputProducer | None = None
         self._consumer: KafkaConsumer | None = None
@@ -80,6 +82,7 @@ class TrainerService:
             max_poll_interval_ms=int(self.settings.max_request_seconds * 1000),
         )
         self._consumer.subscribe([self.settings.topics.retrain_requests])
+        self.health.watch_group(heartbeat_age_of(self._consumer))
         log.info(
             "trainer started",
             extra={
@@ -89,6 +92,8 @@ class TrainerService:
         )
         try:
             while not self.stop.is_set():
+                self.health.loop_turned()
+                self.health.assigned(len(self._consumer.assignment()))
                 batch = self._consumer.poll(timeout_ms=kafka.poll_timeout_ms)
                 for record in (r for records in batch.values() for r in records):
                     if self.stop.is_set():

@@ -32,7 +32,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, Ri
 
 from stream_monitor.config import (
     ENV_PREFIX,
+    HealthSettings,
     KafkaSettings,
+    MetricsServerSettings,
     ServiceSettings,
     StrictModel,
     TopicSettings,
@@ -150,6 +152,18 @@ class TrainerKafkaSettings(KafkaSettings):
     )
 
 
+class TrainerHealthSettings(HealthSettings):
+    """The monitor's health settings with the trainer's defaults: a request trains
+    without turning the loop, for up to ``max_request_seconds``."""
+
+    max_loop_seconds: float = Field(
+        1900.0,
+        gt=0,
+        description="/healthz fails when the loop has not turned for this long; keep it "
+        "above max_request_seconds (a request trains without turning the loop).",
+    )
+
+
 class TrainerSettings(ServiceSettings):
     """Settings of the trainer service."""
 
@@ -169,6 +183,8 @@ class TrainerSettings(ServiceSettings):
         "to another instance.",
     )
     metrics_port: int = Field(9109, ge=0, le=65535, description="0 disables /metrics.")
+    metrics_server: MetricsServerSettings = MetricsServerSettings()
+    health: TrainerHealthSettings = TrainerHealthSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     defaults: TrainingSettings = TrainingSettings()
 
