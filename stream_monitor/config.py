@@ -429,7 +429,8 @@ class HealthSettings(StrictModel):
         15.0,
         gt=0,
         description="/readyz fails when the consumer's last group heartbeat is older than "
-        "this: not in the group yet, or the broker is away.",
+        "this: not in the group yet, or the broker is away (keep it a few times "
+        "kafka.heartbeat_interval_ms).",
     )
 
 
