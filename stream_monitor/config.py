@@ -401,7 +401,8 @@ class ModelSettings(StrictModel):
     reference_file: Path | None = Field(
         None,
         description="JSONL of prediction events (the predictions contract) forming every "
-        "version's feature reference, instead of the version's first events.",
+        "version's feature reference, instead of the version's first events; events with "
+        "a `label` (and scores) also calibrate the estimated performance.",
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from stream_monitor.config import ConfigError, MonitorSettings
+from stream_monitor.core.estimation import ReferenceEvent
 from stream_monitor.core.events import InvalidRecordError, Prediction, parse_record
 
 
 def load_references(settings: MonitorSettings) -> dict[str, list[Prediction]]:
-    """The prediction events of each model's ``reference_file``, by model_id.
+    """The prediction events of each model's ``reference_file``, by model_id (with
+    their ``label``, if given: calibration pairs of the estimated performance).
 
     Only per-model files count (a reference is a model's own). Raises
     :class:`ConfigError` naming the file and line of the first unusable event, or a file
@@ -21,13 +23,13 @@ def load_references(settings: MonitorSettings) -> dict[str, list[Prediction]]:
             continue
         if not path.is_file():
             raise ConfigError(f"models.{model_id}.reference_file: {path} is not a file")
-        events = []
+        events: list[Prediction] = []
         with path.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
                 try:
-                    events.append(parse_record(Prediction, model_id.encode(), line))
+                    events.append(parse_record(ReferenceEvent, model_id.encode(), line))
                 except InvalidRecordError as exc:
                     raise ConfigError(
                         f"models.{model_id}.reference_file: {path}:{number}: {exc}"

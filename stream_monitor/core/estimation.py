@@ -66,7 +66,6 @@ True
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -80,6 +79,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from stream_monitor.config import EstimationSettings
 from stream_monitor.core import distribution as dist
+from stream_monitor.core.events import Prediction, Scalar
 
 FloatArray = NDArray[np.float64]
 Method = Literal["isotonic", "histogram"]
@@ -89,12 +89,21 @@ MAX_OPEN_WINDOWS = 1000
 """Windows waiting for their labels; beyond, the oldest is given up."""
 
 
+class ReferenceEvent(Prediction, frozen=True, gc=False):
+    """A prediction event of a ``reference_file``; with its ``label``, it is also a
+    calibration pair, so the estimate can start before the first live label."""
+
+    label: Scalar | None = None
+
+
 def class_key(value: object) -> str:
     """The score key a predicted class or label stands for (JSON object keys are text).
 
     >>> class_key("cat"), class_key(1), class_key(True)
     ('cat', '1', 'true')
     """
+    if type(value) is str:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -243,6 +252,9 @@ class Comparison:
     high: float
     realised: float
     labelled: int
+    start: float
+    """Event time of the window's first and last prediction (epoch seconds)."""
+    end: float
 
     @property
     def error(self) -> float:
@@ -264,10 +276,10 @@ class EstimationStats:
     recent: tuple[Comparison, ...]
 
 
-# A window of estimated predictions waiting for labels: first and last number, start
-# time, estimate, interval, labelled, right.
+# A window of estimated predictions waiting for labels: start time, first and last
+# number, estimate, interval, count, labelled, right, end time.
 _Window = list[float]
-_START, _FIRST, _LAST, _EST, _LOW, _HIGH, _COUNT, _LABELLED, _RIGHT = range(9)
+_START, _FIRST, _LAST, _EST, _LOW, _HIGH, _COUNT, _LABELLED, _RIGHT, _END = range(10)
 
 
 class PerformanceEstimator:
@@ -298,6 +310,7 @@ class PerformanceEstimator:
         self.expected_run_time = expected_run_time
         self.recovery_p_value = recovery_p_value
         self.classes: list[str] = []
+        self.class_index: dict[str, int] = {}
         self.positive = 0
         self.pairs_scores: list[list[float]] = []
         self.pairs_predicted: list[int] = []
@@ -307,7 +320,7 @@ class PerformanceEstimator:
         self.reference_variance = math.nan
         self.calibration_accuracy = math.nan
         # Predictions since the last round: scores, predicted class index, event time.
-        self.block_scores: list[list[float]] = []
+        self.block_scores: list[Mapping[str, float]] = []
         self.block_predicted: list[int] = []
         self.block_times: list[float] = []
         w = self.window_size
@@ -320,7 +333,6 @@ class PerformanceEstimator:
         self.estimated = 0
         self.unscored = 0
         self.drifted = False
-        self.last: WindowEstimate | None = None
         self.windows: list[_Window] = []
         self.compared = 0
         self.abs_error_sum = 0.0
@@ -341,18 +353,17 @@ class PerformanceEstimator:
 
     def _learn_classes(self, scores: Mapping[str, float]) -> None:
         self.classes = sorted(scores)
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
         if len(self.classes) == 2:
             wanted = self.positive_class
-            self.positive = self.classes.index(wanted) if wanted in self.classes else 1
+            self.positive = self.class_index.get(wanted or "", 1)
 
     def _index(self, value: object) -> int:
         """The class index of a prediction or label, -1 for a class without a score."""
-        key = class_key(value)
-        if key in self.classes:
-            return self.classes.index(key)
-        if isinstance(value, bool) and str(value) in self.classes:
-            return self.classes.index(str(value))
-        return -1
+        index = self.class_index.get(class_key(value), -1)
+        if index < 0 and isinstance(value, bool):  # a Python-style key, "True"
+            return self.class_index.get(str(value), -1)
+        return index
 
     def _row(self, scores: Mapping[str, float] | None) -> list[float] | None:
         if not scores:
@@ -363,6 +374,12 @@ class PerformanceEstimator:
         if any(v is None for v in row):
             return None
         return [float(v) for v in row if v is not None]
+
+    def _matrix(self, rows: Sequence[Mapping[str, float]]) -> FloatArray:
+        """Scores as a (rows, classes) array; NaN for a class a row has no score for."""
+        nan = math.nan
+        classes = self.classes
+        return np.array([[row.get(c, nan) for c in classes] for row in rows], dtype=np.float64)
 
     # ---- labelled pairs --------------------------------------------------------
 
@@ -380,7 +397,7 @@ class PerformanceEstimator:
             if len(self.pairs_labels) >= self.calibration_size:
                 self._calibrate()
             return
-        if self._row(scores) is not None and self._index(predicted) >= 0:
+        if scores is not None and self._index(predicted) >= 0:
             self._compare(predicted, label, time)
 
     def _calibrate(self) -> None:
@@ -403,7 +420,10 @@ class PerformanceEstimator:
         windows = self.windows
         if not windows or time < windows[0][_START]:
             return  # predicted before the calibrator was ready
-        i = bisect.bisect_right([w[_START] for w in windows], time) - 1
+        # Labels land in the oldest windows: a walk from there beats a bisection.
+        i = 0
+        while i + 1 < len(windows) and windows[i + 1][_START] <= time:
+            i += 1
         windows[i][_LABELLED] += 1
         windows[i][_RIGHT] += class_key(predicted) == class_key(label)
         # Labels come about in prediction order: windows two before this one are done,
@@ -424,6 +444,8 @@ class PerformanceEstimator:
             window[_HIGH],
             window[_RIGHT] / labelled,
             labelled,
+            window[_START],
+            window[_END],
         )
         self.compared += 1
         self.abs_error_sum += abs(comparison.error)
@@ -443,12 +465,11 @@ class PerformanceEstimator:
         ``other_tests``: the version's other tests sharing the false-alarm budget."""
         if self.calibrator is None:
             return None
-        row = self._row(scores)
         index = self._index(predicted)
-        if row is None or index < 0:
+        if scores is None or index < 0:
             self.unscored += 1
             return None
-        self.block_scores.append(row)
+        self.block_scores.append(scores)  # read at the round, all together
         self.block_predicted.append(index)
         self.block_times.append(time)
         if len(self.block_predicted) < self.test_every:
@@ -457,10 +478,16 @@ class PerformanceEstimator:
 
     def _round(self, other_tests: int) -> EstimateSignal | None:
         assert self.calibrator is not None
-        scores = np.array(self.block_scores, dtype=np.float64)
+        scores = self._matrix(self.block_scores)
         predicted = np.array(self.block_predicted, dtype=np.int64)
         times = np.array(self.block_times)
         self.block_scores, self.block_predicted, self.block_times = [], [], []
+        scored = ~np.isnan(scores).any(axis=1)
+        if not scored.all():
+            self.unscored += int((~scored).sum())
+            scores, predicted, times = scores[scored], predicted[scored], times[scored]
+            if not len(predicted):
+                return None
         probabilities = self.calibrator.probabilities(scores)
         confidence = probabilities[np.arange(len(predicted)), predicted]
         self._into_windows(confidence, times)
@@ -475,8 +502,7 @@ class PerformanceEstimator:
         self.estimated += len(predicted)
         if self.estimated < w:
             return None
-        self.last = self._estimate()
-        return self._test(self.last, other_tests)
+        return self._test(float(self.confidence.mean()), other_tests)
 
     def _into_windows(self, confidence: FloatArray, times: FloatArray) -> None:
         """Add a block to the open comparison window; a full one waits for its labels."""
@@ -485,7 +511,7 @@ class PerformanceEstimator:
             if len(windows) >= MAX_OPEN_WINDOWS:
                 self._close(windows.pop(0))
             first = self.estimated + 1
-            windows.append([float(times[0]), first, first, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            windows.append([float(times[0]), first, first, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         window = windows[-1]
         count = window[_COUNT] + len(confidence)
         # Running sums until full, then the estimate and its interval in their place.
@@ -493,6 +519,7 @@ class PerformanceEstimator:
         window[_LOW] += float((confidence * (1.0 - confidence)).sum())
         window[_COUNT] = count
         window[_LAST] = self.estimated + len(confidence)
+        window[_END] = float(times[-1])
         if count >= self.window_size:
             mean = window[_EST] / count
             half = _normal_quantile(self.level) * math.sqrt(window[_LOW]) / count
@@ -502,7 +529,11 @@ class PerformanceEstimator:
                 min(mean + half, 1),
             )
 
-    def _estimate(self) -> WindowEstimate:
+    @property
+    def last(self) -> WindowEstimate | None:
+        """The estimate of the last ``window_size`` predictions, as of the last round."""
+        if self.estimated < self.window_size:
+            return None
         n = len(self.confidence)
         accuracy, low, high = accuracy_interval(self.confidence, self.level)
         first, last = self.estimated - n + 1, self.estimated
@@ -516,11 +547,11 @@ class PerformanceEstimator:
         auc = _roc_auc_estimate(self.positive_probability, self.positive_score)
         return dataclasses.replace(estimate, precision=precision, recall=recall, f1=f1, roc_auc=auc)
 
-    def _test(self, estimate: WindowEstimate, other_tests: int) -> EstimateSignal | None:
+    def _test(self, accuracy: float, other_tests: int) -> EstimateSignal | None:
         scale = math.sqrt(
-            self.reference_variance * (1.0 / estimate.size + 1.0 / self.calibration_size)
+            self.reference_variance * (1.0 / self.window_size + 1.0 / self.calibration_size)
         )
-        drop = self.reference - estimate.accuracy
+        drop = self.reference - accuracy
         z = drop / scale if scale > 0 else (math.inf if drop > 0 else 0.0)
         alpha = dist.bonferroni_alpha(self.expected_run_time, self.test_every, other_tests + 1)
         threshold = float(special.ndtri(1.0 - alpha))
@@ -531,8 +562,9 @@ class PerformanceEstimator:
         if z <= threshold:
             return None
         self.drifted = True
-        p_value = float(special.ndtr(-z))
-        return EstimateSignal(estimate, self.reference, drop, z, threshold, p_value)
+        estimate = self.last
+        assert estimate is not None
+        return EstimateSignal(estimate, self.reference, drop, z, threshold, float(special.ndtr(-z)))
 
     def reset(self) -> None:
         """End the episode: a drop that persists is signalled again."""

@@ -17,7 +17,12 @@ from typing import Any, Literal
 import orjson
 
 from stream_monitor.config import ModelSettings, MonitorSettings
-from stream_monitor.core.estimation import EstimateSignal, EstimationStats, PerformanceEstimator
+from stream_monitor.core.estimation import (
+    EstimateSignal,
+    EstimationStats,
+    PerformanceEstimator,
+    ReferenceEvent,
+)
 from stream_monitor.core.events import (
     LABELLED_EXAMPLE_TYPE,
     GroundTruth,
@@ -260,6 +265,12 @@ class MonitorCore:
             features = FeatureDriftTracker(
                 settings.features, task, shared_tests=1 if estimator else 0
             )
+            # Labelled reference events calibrate the estimate before any live label.
+            for event in self._references.get(prediction.model_id, ()):
+                if estimator and isinstance(event, ReferenceEvent) and event.label is not None:
+                    estimator.observe_label(
+                        event.prediction, event.label, event.scores, event.timestamp
+                    )
             # A reference given in a file takes the place of the version's first events.
             for event in self._references.get(prediction.model_id, ())[
                 : settings.features.reference_size

@@ -226,7 +226,7 @@ _ESTIMATION = EstimationStats(
     drifted=True,
     compared=1,
     mean_abs_error=0.01,
-    recent=(Comparison(1, 1000, 0.88, 0.86, 0.9, 0.87, 1000),),
+    recent=(Comparison(1, 1000, 0.88, 0.86, 0.9, 0.87, 1000, 0.0, 1.0),),
 )
 
 

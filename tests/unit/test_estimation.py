@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,61 +19,17 @@ from stream_monitor.core.estimation import (
     accuracy_interval,
 )
 from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.reference import load_references
 
-EPOCH_MS = 1_767_225_600_000
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+from .estimation_streams import EPOCH_MS, binary_stream, labelled_reference
 
 
-def binary_stream(
-    seed: int,
-    events: int,
-    shift_at: int | None = None,
-    label_delay: int = 200,
-    labels_from: int | None = None,
-    concept_at: int | None = None,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """A binary model whose score of "yes" is P(yes | x) = sigmoid(3 x): calibrated.
-
-    ``shift_at``: inputs move towards the boundary (x ~ N(0, 0.3) instead of N(0, 1)),
-    where the model is less sure: accuracy falls, the relation x -> y holds.
-    ``labels_from``: labels of predictions from there on are withheld.
-    ``concept_at``: from there on the labels of every input are flipped with
-    probability 0.3 (concept drift: inputs and scores as before)."""
-    rng = random.Random(seed)
-    waiting: list[dict[str, Any]] = []
-    for i in range(events):
-        spread = 0.3 if shift_at is not None and i >= shift_at else 1.0
-        x = rng.gauss(0.0, spread)
-        p = _sigmoid(3 * x)
-        label = "yes" if rng.random() < p else "no"
-        if concept_at is not None and i >= concept_at and rng.random() < 0.3:
-            label = "no" if label == "yes" else "yes"
-        now = EPOCH_MS + i * 100
-        yield (
-            "predictions",
-            {
-                "prediction_id": f"p{i}",
-                "model_id": "m",
-                "model_version": "1",
-                "timestamp": now,
-                "features": {"x": round(x, 5)},
-                "prediction": "yes" if p > 0.5 else "no",
-                "scores": {"yes": p, "no": 1.0 - p},
-            },
-        )
-        if labels_from is None or i < labels_from:
-            waiting.append({"prediction_id": f"p{i}", "model_id": "m", "label": label})
-        if len(waiting) > label_delay:
-            yield "ground_truth", {**waiting.pop(0), "timestamp": now}
-
-
-def run(core: MonitorCore, stream: Iterator[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def run(
+    core: MonitorCore, stream: Iterator[tuple[str, str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Drift events of kind estimated_performance, each with the event index it came at."""
     found = []
-    for index, (topic, value) in enumerate(stream):
+    for index, (topic, _key, value) in enumerate(stream):
         for output in core.process(topic, b"m", orjson.dumps(value)):  # type: ignore[arg-type]
             if output.topic == "drift_events":
                 event = orjson.loads(output.value)["data"]
@@ -267,7 +224,7 @@ def test_retrain_on_drop_asks_for_a_retrain_once() -> None:
         )
     )
     requests = []
-    for topic, value in binary_stream(4, 12_000, shift_at=8000, labels_from=8000):
+    for topic, _key, value in binary_stream(4, 12_000, shift_at=8000, labels_from=8000):
         for output in core.process(topic, b"m", orjson.dumps(value)):  # type: ignore[arg-type]
             if output.topic == "retrain_requests":
                 requests.append(orjson.loads(output.value)["data"])
@@ -310,7 +267,7 @@ def test_snapshot_and_restore_keep_the_calibrator_and_the_estimate() -> None:
     stream = list(binary_stream(6, 14_000, shift_at=10_000, labels_from=10_000))
     cut = 12_000  # calibrated, a few windows estimated, some compared
     original = MonitorCore(settings())
-    for topic, value in stream[:cut]:
+    for topic, _key, value in stream[:cut]:
         original.process(topic, b"m", orjson.dumps(value))  # type: ignore[arg-type]
     before = original.stats().versions["m", "1"].estimation
     assert before is not None and before.ready and before.compared > 0
@@ -322,12 +279,26 @@ def test_snapshot_and_restore_keep_the_calibrator_and_the_estimate() -> None:
         outputs.append(
             [
                 o
-                for topic, value in stream[cut:]
+                for topic, _key, value in stream[cut:]
                 for o in core.process(topic, b"m", orjson.dumps(value))  # type: ignore[arg-type]
             ]
         )
     assert outputs[0] == outputs[1]
     assert any(b"estimated_performance" in o.value for o in outputs[0])
+
+
+def test_a_labelled_reference_file_calibrates_before_the_first_live_label(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "reference.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in labelled_reference(7, 2000)))
+    config = MonitorSettings(models={"m": {"reference_file": str(path)}})
+    core = MonitorCore(config, load_references(config))
+    events = run(core, binary_stream(8, 3000, shift_at=1000, labels_from=0))
+    stats = core.stats().versions["m", "1"].estimation
+    assert stats is not None and stats.ready and stats.calibration_pairs == 2000
+    assert events and events[0]["evidence"]["labelled"] == 0
+    assert 1000 < events[0]["at"] < 2500
 
 
 def test_predictions_without_scores_have_no_estimator() -> None:
