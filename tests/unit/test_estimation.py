@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_monitor.cli import main
 from stream_monitor.config import EstimationSettings, MonitorSettings
 from stream_monitor.core.estimation import (
     Calibrator,
@@ -299,6 +300,29 @@ def test_a_labelled_reference_file_calibrates_before_the_first_live_label(
     assert stats is not None and stats.ready and stats.calibration_pairs == 2000
     assert events and events[0]["evidence"]["labelled"] == 0
     assert 1000 < events[0]["at"] < 2500
+
+
+def test_replay_prints_the_estimated_drop_of_a_recorded_stream(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = tmp_path / "reference.jsonl"
+    reference.write_bytes(b"\n".join(orjson.dumps(e) for e in labelled_reference(9, 2000)))
+    config = tmp_path / "monitor.yaml"
+    config.write_text(f"models:\n  m:\n    reference_file: {reference}\n", encoding="utf-8")
+    recorded = tmp_path / "recorded.jsonl"
+    lines = [
+        orjson.dumps({"topic": "predictions", "key": key, "value": value})
+        for _topic, key, value in binary_stream(10, 3000, shift_at=1000, labels_from=0)
+    ]
+    recorded.write_bytes(b"\n".join(lines))
+    assert main(["replay", "--config", str(config), str(recorded)]) == 0
+    printed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (event,) = [
+        e["value"]["data"]
+        for e in printed
+        if e["topic"] == "drift-events" and e["value"]["data"]["kind"] == "estimated_performance"
+    ]
+    assert event["evidence"]["estimate"] < event["evidence"]["reference"]
 
 
 def test_predictions_without_scores_have_no_estimator() -> None:
