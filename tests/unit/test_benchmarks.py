@@ -27,3 +27,26 @@ def test_core_costs_prints_a_figure_for_every_step() -> None:
         "of which the feature tests",
     ]
     assert all(float(row.split("|")[2]) > 0 for row in rows)
+
+
+def test_estimation_benchmark_prints_its_table_and_targets() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/estimation.py",
+            *("--seeds", "1", "--delays", "5000", "--datasets", "wine"),
+            *("--scenarios", "covariate", "--workers", "1"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| wine |")]
+    assert [row.split("|")[2:4] for row in rows] == [[" covariate ", " 5,000 "]]
+    targets = [line for line in done.stdout.splitlines() if line.startswith("- ")]
+    assert [t.split(":")[0] for t in targets] == [
+        "- estimation error on covariate shift (windows after the change)",
+        "- estimated_performance events on the stationary parts",
+    ]
