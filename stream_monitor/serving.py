@@ -6,7 +6,7 @@ stream (SEA: three uniform features, the label says whether ``x1 + x2`` exceeds 
 threshold), so what it predicts depends on which model is in production. At
 ``drift_at`` the stream switches to another concept. The app writes each prediction
 stamped with the production version and, ``label_delay`` predictions later, its label
-(through :func:`~stream_monitor.simulate.publish_events`, paced); it reads
+(through :mod:`stream_monitor.client`, paced); it reads
 ``model-events`` as it goes and reloads production from the registry when the
 trainer promotes a new version of its model, so a promotion changes what it predicts.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ from kafka import KafkaConsumer
 from river.datasets import synth
 from sklearn.pipeline import Pipeline
 
+from stream_monitor.client import LabelReporter, PredictionLogger
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import parse_promotion
 from stream_monitor.kafka.topics import assign_all
-from stream_monitor.simulate import SimTopic, publish_events
+from stream_monitor.simulate import SimTopic
 from stream_monitor.trainer.dataset import FeatureSchema
 from stream_monitor.trainer.registry import ModelRegistry, StoredModel
 from stream_monitor.trainer.settings import TrainingSettings
@@ -154,8 +156,35 @@ class ServingApp:
         return len(self.versions)
 
     def run(self, rate: float) -> int:
-        """Write the stream at ``rate`` predictions per second; the records written."""
-        return publish_events(self.settings, self.events(), rate)
+        """Write the stream at ``rate`` predictions per second (0: no limit) through
+        :mod:`stream_monitor.client`, as a real serving app would; the records written."""
+        s = self.stream
+        predictions = PredictionLogger(
+            self.settings, model_id=s.model_id, model_version=str(self.model.version)
+        )
+        labels = LabelReporter(self.settings, model_id=s.model_id, producer=predictions.producer)
+        started = time.monotonic()
+        count = 0
+        try:
+            for count, (topic, _key, event) in enumerate(self.events(), start=1):
+                seconds = event["timestamp"] / 1000  # the stream's own event time
+                if topic == "predictions":
+                    predictions.log(
+                        event["features"],
+                        event["prediction"],
+                        prediction_id=event["prediction_id"],
+                        model_version=event["model_version"],
+                        timestamp=seconds,
+                    )
+                else:
+                    labels.report(event["prediction_id"], event["label"], timestamp=seconds)
+                # Two records (a prediction and, later, its label) per prediction.
+                ahead = count / (2 * rate) - (time.monotonic() - started) if rate else 0.0
+                if ahead > 0:
+                    time.sleep(ahead)
+        finally:
+            predictions.close()
+        return count
 
     def events(self) -> Iterator[tuple[SimTopic, str, dict[str, Any]]]:
         """Predictions and delayed labels in arrival order, as :func:`simulate.stream`."""

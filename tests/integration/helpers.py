@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import CoordinatorLoadInProgressError
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import unbatch
@@ -149,10 +150,13 @@ def running_service(service: Service) -> Iterator[RunningService]:
 
 
 def committed(bootstrap: str, group_id: str) -> int:
-    """Offsets committed by a consumer group, summed over its partitions."""
+    """Offsets committed by a consumer group, summed over its partitions (-1 while the
+    group's coordinator is still loading, as on a fresh broker: ask again)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         offsets = admin.list_group_offsets(group_id).get(group_id, {})
+    except CoordinatorLoadInProgressError:
+        return -1
     finally:
         admin.close()
     return sum(o.offset for o in offsets.values() if o.offset > 0)
