@@ -8,7 +8,6 @@ owns its partition.
 
 from __future__ import annotations
 
-import pickle
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from stream_monitor.config import ModelSettings, MonitorSettings
+from stream_monitor.core import codec
 from stream_monitor.core.estimation import (
     EstimateSignal,
     EstimationStats,
@@ -59,8 +59,10 @@ from stream_monitor.core.policy import (
 
 InputTopic = Literal["predictions", "ground_truth"]
 SNAPSHOT_MAGIC = b"stream-monitor/"
-SNAPSHOT_FORMAT = 2
-"""Incremented whenever a snapshot's layout changes; 1 was a bare pickle (version 0.1.0)."""
+SNAPSHOT_FORMAT = 3
+"""Incremented whenever a snapshot's layout changes. 1 was a bare pickle (version 0.1.0),
+2 a pickle after a header (0.2.0); neither is ever unpickled. 3 is plain data, see
+:mod:`stream_monitor.core.codec`."""
 
 
 def snapshot_format(data: bytes) -> int:
@@ -71,11 +73,12 @@ def snapshot_format(data: bytes) -> int:
 
 
 def readable_snapshots(
-    snapshots: Mapping[str, bytes], discard_unreadable: bool
+    snapshots: Mapping[str, bytes], discard_unreadable: bool, where: Mapping[str, str] = {}
 ) -> tuple[dict[str, bytes], dict[str, int]]:
     """The snapshots this version can restore, and the format of each one it cannot
     (by model_id). Unless ``discard_unreadable``, an unreadable one raises
-    :class:`IncompatibleSnapshotError` instead: its model would lose its state.
+    :class:`IncompatibleSnapshotError` instead (naming where it was read, from
+    ``where``): its model would lose its state.
 
     >>> readable_snapshots({"a": b"no snapshot"}, discard_unreadable=True)
     ({}, {'a': 0})
@@ -86,22 +89,41 @@ def readable_snapshots(
         if (found := snapshot_format(data)) != SNAPSHOT_FORMAT
     }
     if unreadable and not discard_unreadable:
-        raise IncompatibleSnapshotError(*next(iter(unreadable.items())), count=len(unreadable))
+        model_id, found = next(iter(unreadable.items()))
+        raise IncompatibleSnapshotError(model_id, found, len(unreadable), where.get(model_id, ""))
     readable = {m: data for m, data in snapshots.items() if m not in unreadable}
     return readable, unreadable
 
 
 class IncompatibleSnapshotError(ValueError):
-    """A snapshot this version cannot read (written by another version of the monitor)."""
+    """A snapshot this version cannot read (written by another version of the monitor,
+    or no snapshot at all: format 0)."""
 
-    def __init__(self, model_id: str, found: int, count: int = 1) -> None:
+    def __init__(self, model_id: str, found: int, count: int = 1, where: str = "") -> None:
         others = f" (and {count - 1} other models' snapshots)" if count > 1 else ""
+        at = f" at {where}" if where else ""
+        written_by = {1: " (a pickle, written by 0.1)", 2: " (a pickle, written by 0.2)"}
         super().__init__(
-            f"the monitor-state snapshot of model {model_id!r}{others} has format {found}, "
-            f"and this version reads format {SNAPSHOT_FORMAT} only"
+            f"the monitor-state snapshot of model {model_id!r}{at}{others} has format {found}"
+            f"{written_by.get(found, '')}, and this version reads format {SNAPSHOT_FORMAT} only"
         )
         self.model_id = model_id
         self.found = found
+
+
+class InvalidSnapshotError(ValueError):
+    """A record of the state topic that claims the current format but is no valid
+    snapshot: damaged, or not written by the monitor. ``where`` says where it was read
+    (for example ``"monitor-state offset 12"``)."""
+
+    def __init__(self, model_id: str, detail: str, where: str = "") -> None:
+        at = f" at {where}" if where else ""
+        super().__init__(
+            f"the monitor-state record of model {model_id!r}{at} is not a valid snapshot "
+            f"({detail}); nothing in it was run"
+        )
+        self.model_id = model_id
+        self.detail = detail
 
 
 @dataclass(slots=True)
@@ -110,6 +132,10 @@ class VersionState:
 
     tracker: PerformanceTracker
     features: FeatureDriftTracker
+    origin: str
+    """The time and id of the prediction this state began with: episode ids name it, so
+    that a state begun afresh (its snapshot discarded or lost) never reuses the id of
+    an episode the trainer has seen, while a replay of the same input repeats it."""
     episodes: EpisodeState = field(default_factory=EpisodeState)
     labelled: int = 0
     suspect: tuple[float, int] | None = None
@@ -276,8 +302,12 @@ class MonitorCore:
                 : settings.features.reference_size
             ]:
                 features.update(event.features, event.prediction, event.scores)
+            origin = f"{prediction.timestamp!r}/{prediction.prediction_id}"
             version = VersionState(
-                PerformanceTracker(settings.performance, task), features, estimator=estimator
+                PerformanceTracker(settings.performance, task),
+                features,
+                origin,
+                estimator=estimator,
             )
             model.versions[prediction.model_version] = version
         return version
@@ -345,7 +375,8 @@ class MonitorCore:
 
         outputs = [_labelled_example(joined, version.tracker.task)]
         if version.deferred_request and version.labelled >= version.deferred_request[0]:
-            outputs.append(_retrain_request(model, version.deferred_request[1], label.timestamp))
+            request = _retrain_request(model, version, version.deferred_request[1], label.timestamp)
+            outputs.append(request)
             version.deferred_request = None
         signals = version.tracker.update(error)
         for signal in signals:
@@ -417,15 +448,18 @@ class MonitorCore:
         return list(self._models)
 
     def snapshot(self, model_id: str) -> bytes:
-        """One model's whole state as bytes (join, detectors, episodes)."""
-        return SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT]) + pickle.dumps(self._models[model_id], 5)
+        """One model's whole state as bytes (join, detectors, episodes): a header and
+        the state as plain data (:mod:`stream_monitor.core.codec`)."""
+        return SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT]) + codec.dumps(self._models[model_id])
 
-    def restore(self, model_id: str, data: bytes) -> None:
+    def restore(self, model_id: str, data: bytes, where: str = "") -> None:
         """Replace one model's state with a snapshot from :meth:`snapshot`.
 
-        Raises :class:`IncompatibleSnapshotError`, before unpickling anything, for a
-        snapshot of another format. Snapshots are pickles: only restore bytes this
-        service wrote (the state topic must not be writable by anyone else).
+        Raises :class:`IncompatibleSnapshotError` for a snapshot of another format (the
+        pickles of 0.1 and 0.2 are refused unread), and :class:`InvalidSnapshotError`
+        (naming the model and ``where``) for bytes that are no valid snapshot. Reading
+        one runs no code named by the data: only the classes on the codec's allowlist
+        are made, from plain data.
 
         The model's settings and its join's bounds come from this process (pending
         events past tighter bounds are dropped and counted); its detectors keep the
@@ -433,8 +467,14 @@ class MonitorCore:
         """
         found = snapshot_format(data)
         if found != SNAPSHOT_FORMAT:
-            raise IncompatibleSnapshotError(model_id, found)
-        state = pickle.loads(data[len(SNAPSHOT_MAGIC) + 1 :])  # our own topic, see above
+            raise IncompatibleSnapshotError(model_id, found, where=where)
+        try:
+            state = codec.loads(data[len(SNAPSHOT_MAGIC) + 1 :])
+        except codec.CodecError as exc:
+            raise InvalidSnapshotError(model_id, str(exc), where) from None
+        if not isinstance(state, ModelState):
+            held = type(state).__name__
+            raise InvalidSnapshotError(model_id, f"it holds a {held}, not a model's state", where)
         state.settings = self.settings.for_model(model_id)
         state.join.bound(self.settings.join.max_pending, self.settings.join.ttl_seconds)
         self._dropped.update(state.join.take_dropped())
@@ -729,23 +769,29 @@ def _signal_events(
     if decision.action == "retrain" and wait:
         version.deferred_request = (version.labelled + wait, data)
     elif decision.action == "retrain":
-        outputs.append(_retrain_request(model, data, now))
+        outputs.append(_retrain_request(model, version, data, now))
     elif decision.action == "escalate":
         data["advice"] = advice
-        outputs.append(_episode_event("escalations", "escalation", data, now))
+        outputs.append(_episode_event("escalations", "escalation", data, now, version.origin))
     return outputs
 
 
-def _retrain_request(model: ModelState, data: dict[str, Any], now: float) -> Output:
+def _retrain_request(
+    model: ModelState, version: VersionState, data: dict[str, Any], now: float
+) -> Output:
     """The episode's retrain request, asking for the labelled data up to ``now``."""
     window = model.settings.policy.training_window_seconds
     request = {**data, "training_window": {"start": iso(now - window), "end": iso(now)}}
-    return _episode_event("retrain_requests", "retrain.requested", request, now)
+    return _episode_event("retrain_requests", "retrain.requested", request, now, version.origin)
 
 
-def _episode_event(topic: OutputTopic, kind: str, data: dict[str, Any], now: float) -> Output:
-    """An event that must be sent once per drift episode: its id names the episode."""
+def _episode_event(
+    topic: OutputTopic, kind: str, data: dict[str, Any], now: float, origin: str
+) -> Output:
+    """An event that must be sent once per drift episode: its id names the episode and
+    the start of the version's state (``origin``, see :attr:`VersionState.origin`)."""
     model_id = data["model_id"]
-    event_id = deterministic_id(kind, model_id, data["model_version"], data["episode"])
+    parts = (kind, model_id, data["model_version"], origin, data["episode"])
+    event_id = deterministic_id(*parts)
     body = envelope(f"stream_monitor.{kind}", event_id, now, model_id, data)
     return Output.event(topic, model_id, body, timestamp=now)

@@ -37,6 +37,7 @@ from stream_monitor.core.events import Output, Prediction, batched
 from stream_monitor.core.monitor import (
     IncompatibleSnapshotError,
     InputTopic,
+    InvalidSnapshotError,
     MonitorCore,
     readable_snapshots,
 )
@@ -53,6 +54,12 @@ from stream_monitor.kafka.topics import (
 from stream_monitor.metrics import MonitorMetrics
 
 log = logging.getLogger(__name__)
+
+_DISCARD_ADVICE = (
+    "set checkpoint.discard_incompatible_state: true (environment: "
+    "STREAM_MONITOR_CHECKPOINT__DISCARD_INCOMPATIBLE_STATE=true) to start those models "
+    "afresh, losing their detector state and pending join entries."
+)
 
 # Stats for the metrics take milliseconds (feature tests' p-values): not every batch.
 STATS_EVERY_SECONDS = 1.0
@@ -93,6 +100,7 @@ class MonitorService:
         self._client = settings.kafka.client()
         self._state_limit = STATE_MAX_MESSAGE_BYTES  # the topic's own, once started
         self._snapshots: dict[str, bytes] = {}
+        self._snapshots_read_at: dict[str, str] = {}  # where each was read, for errors
         self._positions: dict[str, dict[TopicPartition, int]] = {}
         # Restored models whose snapshot was taken past where reading resumes: records
         # before these positions are already in their state (the commit after it failed).
@@ -222,6 +230,7 @@ class MonitorService:
         """
         assert self._consumer is not None
         stored = state.read_state(self._client, self.settings.topics.monitor_state)
+        self._snapshots_read_at = stored.where
         self._snapshots = self._readable(stored.snapshots)
         self._reload_state = False
         assigned = list(self._consumer.assignment())
@@ -248,14 +257,13 @@ class MonitorService:
     def _readable(self, snapshots: dict[str, bytes]) -> dict[str, bytes]:
         try:
             readable, discarded = readable_snapshots(
-                snapshots, self.settings.checkpoint.discard_incompatible_state
+                snapshots,
+                self.settings.checkpoint.discard_incompatible_state,
+                self._snapshots_read_at,
             )
         except IncompatibleSnapshotError as exc:
             raise StartupError(
-                f"{exc}. Run the version that wrote them, or set "
-                "checkpoint.discard_incompatible_state: true (environment: "
-                "STREAM_MONITOR_CHECKPOINT__DISCARD_INCOMPATIBLE_STATE=true) to start those "
-                "models afresh, losing their detector state and pending join entries."
+                f"{exc}. Run the version that wrote them, or {_DISCARD_ADVICE}"
             ) from None
         for model_id, found in discarded.items():
             log.warning("model state discarded", extra={"model_id": model_id, "format": found})
@@ -285,7 +293,16 @@ class MonitorService:
         self._partition_of[model_id] = tp
         snapshot = self._snapshots.pop(model_id, None)
         if snapshot is not None:
-            self.core.restore(model_id, snapshot)
+            try:
+                self.core.restore(model_id, snapshot, self._snapshots_read_at.get(model_id, ""))
+            except (InvalidSnapshotError, IncompatibleSnapshotError) as exc:
+                if not self.settings.checkpoint.discard_incompatible_state:
+                    raise StartupError(f"{exc}. {_DISCARD_ADVICE}") from None
+                log.warning(
+                    "model state discarded", extra={"model_id": model_id, "error": str(exc)}
+                )
+                self.metrics.state_discarded.inc()
+                return
             if positions := self._positions.pop(model_id, None):
                 self._restored_ahead[model_id] = positions
             log.info("model state restored", extra={"model_id": model_id})

@@ -96,6 +96,8 @@ class StoredState:
 
     snapshots: dict[str, bytes] = field(default_factory=dict)
     positions: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
+    """Where each snapshot was read (topic, partition, offset), for error messages."""
 
 
 def positions_header(positions: Mapping[TopicPartition, int]) -> tuple[str, bytes]:
@@ -135,7 +137,12 @@ def read_state(consumer_config: dict[str, Any], topic: str) -> StoredState:
             if record.value is None:
                 found.snapshots.pop(model_id, None)
                 continue
-            found.snapshots[model_id] = decode(record.value)
+            found.where[model_id] = f"{topic} partition {record.partition} offset {record.offset}"
+            try:
+                found.snapshots[model_id] = decode(record.value)
+            except (zstandard.ZstdError, zlib.error):
+                # Not compressed as snapshots are: restoring it names the record.
+                found.snapshots[model_id] = b"not a compressed snapshot"
             positions = positions_in(dict(record.headers or ()))
             if positions is not None:
                 found.positions[model_id] = positions

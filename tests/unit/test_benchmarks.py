@@ -50,3 +50,21 @@ def test_estimation_benchmark_prints_its_table_and_targets() -> None:
         "- estimation error on covariate shift (windows after the change)",
         "- estimated_performance events on the stationary parts",
     ]
+
+
+def test_snapshot_codec_prints_both_formats_and_their_ratio() -> None:
+    done = subprocess.run(
+        [sys.executable, "benchmarks/snapshot_codec.py", "--events", "3000", "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if "| " in line[:2]]
+    assert [row[0].strip() for row in rows[1:]] == [
+        "codec (msgpack, allowlist)",
+        "pickle (baseline)",
+    ]
+    assert all(float(cell) > 0 for row in rows[1:] for cell in row[1:4])
+    assert "codec / pickle, snapshot + restore:" in done.stdout

@@ -228,17 +228,35 @@ def test_same_stream_through_two_fresh_cores_gives_byte_identical_outputs(
     assert again == drop_outputs  # topic, key, value bytes, headers and timestamp
 
 
-def test_retrain_request_id_names_the_episode_not_the_signal() -> None:
-    # A different stream with its drift elsewhere is still episode 1 of demo-model v1:
-    # the trainer sees the same id and runs one retrain.
+def test_a_replay_of_the_same_drift_asks_with_the_same_id(drop_outputs: list[Output]) -> None:
+    # A different stream with its drift elsewhere, from the same first prediction: the
+    # same episode of the same state, so the trainer sees the same id and trains once.
     other = Scenario(events=6_000, drift_at=2_500, label_delay=80, features=3, seed=5)
-    ids = []
-    for scenario in (DROP, other):
-        (request,) = _events(
-            _run(MonitorCore(MonitorSettings()), _records(scenario)), "retrain_requests"
-        )
-        ids.append(request["id"])
-    assert ids[0] == ids[1]
+    (again,) = _events(_run(MonitorCore(MonitorSettings()), _records(other)), "retrain_requests")
+    (first,) = _events(drop_outputs, "retrain_requests")
+    assert again["id"] == first["id"]
+    assert (again["data"]["model_version"], again["data"]["episode"]) == ("1", 1)
+
+
+def test_a_new_drift_after_the_state_was_rebuilt_never_reuses_an_id(
+    drop_outputs: list[Output],
+) -> None:
+    # The version's state is lost (a discarded snapshot, a lost state topic): the stream
+    # goes on from a later prediction, and the next drift is episode 1 again.
+    later = Scenario(
+        events=6_000,
+        drift_at=2_500,
+        label_delay=80,
+        features=3,
+        seed=5,
+        start_ms=T0 + 86_400_000,
+        id_prefix="later-",
+    )
+    rebuilt = MonitorCore(MonitorSettings())
+    (request,) = _events(_run(rebuilt, _records(later)), "retrain_requests")
+    (first,) = _events(drop_outputs, "retrain_requests")
+    assert (request["data"]["model_version"], request["data"]["episode"]) == ("1", 1)
+    assert request["id"] != first["id"]
 
 
 # Records 6257 and 7183 give the retrain request and a later signal of the same episode.
@@ -296,10 +314,11 @@ def test_restore_bounds_the_join_by_this_process_settings() -> None:
     [
         # Version 0.1.0 wrote a bare pickle; this one would no longer unpickle.
         (pickle.dumps((1, {"a model state": "of another layout"}), protocol=5), 1),
-        (SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT + 1]) + b"from a newer version", 3),
+        (SNAPSHOT_MAGIC + bytes([2]) + pickle.dumps({"written by": "0.2"}, protocol=5), 2),
+        (SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT + 1]) + b"from a newer version", 4),
         (b"", 0),
     ],
-    ids=["bare-pickle", "newer", "empty"],
+    ids=["bare-pickle", "pickle-of-0.2", "newer", "empty"],
 )
 def test_a_snapshot_of_another_format_is_refused_before_it_is_unpickled(
     data: bytes, found: int

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from kafka.structs import TopicPartition
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.monitor import MonitorCore
 from stream_monitor.kafka.service import MonitorService
+from stream_monitor.kafka.topics import StartupError
 from stream_monitor.metrics import MonitorMetrics
 
 MODEL = "m\ufffd"  # what the key below decodes to, with replacement
@@ -49,3 +51,19 @@ def test_a_snapshot_taken_past_the_resume_point_skips_until_its_positions() -> N
     assert service._restored_ahead_in(labels, 80) == {}
     service._next_offsets = {predictions: 105, labels: 90}
     assert service._positions_of("m") == {predictions: 120, labels: 90}
+
+
+def test_an_invalid_snapshot_is_refused_naming_its_model_and_offset() -> None:
+    bad = b"stream-monitor/\x03\x92\x03\xa9os.system"  # the current header, then no snapshot
+    for discard in (False, True):
+        settings = MonitorSettings(checkpoint={"discard_incompatible_state": discard})
+        service = MonitorService(settings, MonitorMetrics())
+        service._snapshots = {"m": bad}
+        service._snapshots_read_at = {"m": "monitor-state partition 0 offset 41"}
+        if not discard:
+            with pytest.raises(StartupError, match="'m' at monitor-state partition 0 offset 41"):
+                service._prepare_model(b"m", TopicPartition("predictions", 0))
+            continue
+        service._prepare_model(b"m", TopicPartition("predictions", 0))  # starts afresh
+        assert service.metrics.state_discarded._value.get() == 1
+        assert service.core.models() == []

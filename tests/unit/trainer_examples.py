@@ -152,7 +152,7 @@ def request(
         "evidence": {"detector": "adwin"},
         "training_window": {"start": iso(T0 + first * STEP + LABEL_DELAY), "end": iso(end)},
     }
-    output = _episode_event("retrain_requests", "retrain.requested", data, end)
+    output = _episode_event("retrain_requests", "retrain.requested", data, end, "origin")
     return parse_request(output.value)
 
 
