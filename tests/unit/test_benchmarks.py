@@ -10,16 +10,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_core_costs_prints_a_figure_for_every_step() -> None:
+def _printed(*command: str) -> str:
+    """What a benchmark run with these arguments prints."""
     done = subprocess.run(
-        [sys.executable, "benchmarks/core_costs.py", "--events", "1500", "--rounds", "1"],
+        [sys.executable, *command],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
+    return done.stdout
+
+
+def test_core_costs_prints_a_figure_for_every_step() -> None:
+    printed = _printed("benchmarks/core_costs.py", "--events", "1500", "--rounds", "1")
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "µs" not in line]
     assert [row.split("|")[1].strip().split(",")[0] for row in rows] == [
         "json.loads (the bare loop's parse)",
         "MonitorCore.process",
@@ -53,18 +59,11 @@ def test_estimation_benchmark_prints_its_table_and_targets() -> None:
 
 
 def test_snapshot_codec_prints_both_formats_and_their_ratio() -> None:
-    done = subprocess.run(
-        [sys.executable, "benchmarks/snapshot_codec.py", "--events", "3000", "--rounds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if "| " in line[:2]]
+    printed = _printed("benchmarks/snapshot_codec.py", "--events", "3000", "--rounds", "2")
+    rows = [line.split("|")[1:-1] for line in printed.splitlines() if "| " in line[:2]]
     assert [row[0].strip() for row in rows[1:]] == [
         "codec (msgpack, allowlist)",
         "pickle (baseline)",
     ]
     assert all(float(cell) > 0 for row in rows[1:] for cell in row[1:4])
-    assert "codec / pickle, snapshot + restore:" in done.stdout
+    assert "codec / pickle, snapshot + restore:" in printed

@@ -7,6 +7,7 @@ import math
 import pickle
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -31,6 +32,8 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 # 0.92 -> 0.70 accuracy at event 3000 of 6000; labels 50 events late; 600 s of event time.
 DRIFT_AT = 3_000
 DROP = Scenario(events=6_000, drift_at=DRIFT_AT, label_delay=50, features=3)
+# Its drift elsewhere, another seed, from the same first prediction.
+ELSEWHERE = Scenario(events=6_000, drift_at=2_500, label_delay=80, features=3, seed=5)
 Record = tuple[InputTopic, bytes | None, bytes]
 
 
@@ -231,8 +234,9 @@ def test_same_stream_through_two_fresh_cores_gives_byte_identical_outputs(
 def test_a_replay_of_the_same_drift_asks_with_the_same_id(drop_outputs: list[Output]) -> None:
     # A different stream with its drift elsewhere, from the same first prediction: the
     # same episode of the same state, so the trainer sees the same id and trains once.
-    other = Scenario(events=6_000, drift_at=2_500, label_delay=80, features=3, seed=5)
-    (again,) = _events(_run(MonitorCore(MonitorSettings()), _records(other)), "retrain_requests")
+    (again,) = _events(
+        _run(MonitorCore(MonitorSettings()), _records(ELSEWHERE)), "retrain_requests"
+    )
     (first,) = _events(drop_outputs, "retrain_requests")
     assert again["id"] == first["id"]
     assert (again["data"]["model_version"], again["data"]["episode"]) == ("1", 1)
@@ -243,15 +247,7 @@ def test_a_new_drift_after_the_state_was_rebuilt_never_reuses_an_id(
 ) -> None:
     # The version's state is lost (a discarded snapshot, a lost state topic): the stream
     # goes on from a later prediction, and the next drift is episode 1 again.
-    later = Scenario(
-        events=6_000,
-        drift_at=2_500,
-        label_delay=80,
-        features=3,
-        seed=5,
-        start_ms=T0 + 86_400_000,
-        id_prefix="later-",
-    )
+    later = replace(ELSEWHERE, start_ms=T0 + 86_400_000, id_prefix="later-")
     rebuilt = MonitorCore(MonitorSettings())
     (request,) = _events(_run(rebuilt, _records(later)), "retrain_requests")
     (first,) = _events(drop_outputs, "retrain_requests")
