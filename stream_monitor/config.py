@@ -480,6 +480,46 @@ class MetricsServerSettings(StrictModel):
         return self
 
 
+class LimitSettings(StrictModel):
+    """What the input contract refuses beyond its schema: such a record goes to
+    ``dead-letter`` with its reason (see ``docs/robustness.md``)."""
+
+    max_event_time_ahead_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="A record whose timestamp is further ahead of the service's clock is "
+        "refused: its outputs, stamped with event time, must stay within what the broker "
+        "accepts (log.message.timestamp.after.max.ms, 1 h by default), and one record must "
+        "not push a model's watermark into the future and expire its join.",
+    )
+    max_event_time_behind_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="A record whose timestamp is further behind the service's clock is "
+        "refused; None accepts any age (backlogs, late labels). Needs a broker that accepts "
+        "such record timestamps (log.message.timestamp.before.max.ms).",
+    )
+    max_id_length: int = Field(
+        256, gt=0, description="Characters of prediction_id, model_id and model_version."
+    )
+    max_text_length: int = Field(
+        1024,
+        gt=0,
+        description="Characters of a text value: a category, a text prediction or label, a "
+        "feature name, a class name in scores.",
+    )
+    max_depth: int = Field(
+        16, ge=2, description="Nesting of JSON objects and arrays in a record, unknown fields too."
+    )
+    dead_letter_max_bytes: int = Field(
+        1_000_000,
+        ge=4096,
+        description="A dead letter (key, value and headers) larger than this keeps only the "
+        "start of its value, with its original size and SHA-256 in headers: at most the "
+        "dead-letter topic's max.message.bytes and the producer's max_request_size.",
+    )
+
+
 class ServiceSettings(BaseSettings):
     """What the services' settings share: the YAML file arrives as init arguments and the
     environment overrides it; ``models`` holds partial per-model overrides of ``defaults``."""
@@ -527,6 +567,7 @@ class MonitorSettings(ServiceSettings):
     topics: TopicSettings = TopicSettings()
     join: JoinSettings = JoinSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    limits: LimitSettings = LimitSettings()
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables /metrics.")
     metrics_server: MetricsServerSettings = MetricsServerSettings()
     health: MonitorHealthSettings = MonitorHealthSettings()

@@ -8,6 +8,7 @@ replay of the same input produces byte-identical output.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import uuid
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeVar
 import msgspec
 import orjson
 from pydantic import BeforeValidator, ValidationError
+
+from stream_monitor.config import LimitSettings
 
 SPEC_VERSION = "1.0"
 SOURCE = "stream-monitor"
@@ -43,7 +46,10 @@ def epoch_seconds(value: object) -> float:
             return _iso_epoch_seconds(value)
         if not is_number(value):
             raise ValueError("timestamp must be ISO 8601 text with an offset or epoch milliseconds")
-    seconds = float(value) / 1000.0  # type: ignore[arg-type]  # a number, checked above
+    try:
+        seconds = float(value) / 1000.0  # type: ignore[arg-type]  # a number, checked above
+    except OverflowError:  # an integer beyond float range
+        raise ValueError(f"timestamp {value!r:.40} ms is beyond float range") from None
     # Also refuses NaN and infinities, which Python's JSON parsers let through.
     if not _EARLIEST <= seconds <= _LATEST:
         raise ValueError(f"timestamp {value!r} ms is not an instant between years 1 and 9999")
@@ -69,10 +75,16 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+MAX_MAGNITUDE = 1e150
+"""The largest magnitude of a number in a record: detectors square and sum values, and
+the results must stay finite to be tested."""
 # msgspec is strict: a JSON string is never read as a number, nor a number as text,
-# nor true as 1. JSON has no NaN or Infinity, and msgspec refuses them as malformed.
-Scalar = bool | int | float | str
-FeatureValue = int | float | str | None
+# nor true as 1. JSON has no NaN or Infinity, and msgspec refuses them as malformed (and
+# numbers beyond float range as out of range). Integers are 64-bit; floats bounded.
+Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Float = Annotated[float, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+Scalar = bool | Int | Float | str
+FeatureValue = Int | Float | str | None
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -108,7 +120,7 @@ class Prediction(_Incoming, frozen=True, gc=False):
     model_version: NonEmpty
     features: dict[str, FeatureValue]
     prediction: Scalar
-    scores: dict[str, int | float] | None = None
+    scores: dict[str, Int | Float] | None = None
 
 
 class GroundTruth(_Incoming, frozen=True, gc=False):
@@ -119,13 +131,19 @@ class GroundTruth(_Incoming, frozen=True, gc=False):
 
 _Event = TypeVar("_Event", bound=msgspec.Struct)
 # Entries of these mappings are named in error messages (msgspec says only ``[...]``).
-_MAPPING_VALUES: dict[str, Any] = {"features": FeatureValue, "scores": int | float}
+_MAPPING_VALUES: dict[str, Any] = {"features": FeatureValue, "scores": Int | Float}
+RefusalReason = Literal[
+    "invalid_json", "schema", "key_mismatch", "limit", "timestamp", "unexpected"
+]
+"""Why a record went to dead-letter: not JSON; not the contract's schema; keyed by
+another model; past a size limit (nesting, text length); a timestamp outside the window
+around the clock; an error no check foresaw (a defect: please report it)."""
 
 
 class InvalidRecordError(Exception):
     """A record that breaks the contract; ``reason`` is a short code for the metric."""
 
-    def __init__(self, reason: Literal["invalid_json", "schema", "key_mismatch"], detail: str):
+    def __init__(self, reason: RefusalReason, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -155,6 +173,8 @@ def decode(schema: type[_Event], value: bytes | object) -> _Event:
         raise InvalidRecordError("schema", _describe(exc, value)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRecordError("invalid_json", str(exc)) from None
+    except RecursionError:
+        raise InvalidRecordError("limit", "JSON nested deeper than the decoder allows") from None
 
 
 def to_json(event: _Incoming) -> bytes:
@@ -165,29 +185,139 @@ def to_json(event: _Incoming) -> bytes:
 
 
 def _describe(exc: msgspec.ValidationError, value: object) -> str:
+    """msgspec's message, naming the entry of a mapping it calls ``[...]``."""
     message = str(exc)
     for name, kind in _MAPPING_VALUES.items():
         if message.endswith(f"`$.{name}[...]`"):
-            entries: Any = orjson.loads(value) if isinstance(value, bytes) else value
-            for key, entry in entries[name].items():  # the error proves it is a mapping
-                try:
-                    msgspec.convert(entry, kind)
-                except msgspec.ValidationError:
-                    return message.replace("[...]", f".{key}")
+            try:
+                return message.replace("[...]", f".{_first_invalid(value, name, kind)}")
+            except (msgspec.MsgspecError, RecursionError, TypeError, KeyError, AttributeError):
+                return message  # the entry cannot be named; the message still says why
     return message
 
 
-def parse_record(schema: type[_Event], key: bytes | None, value: bytes) -> _Event:
-    """Validate one Kafka value against ``schema`` and its key against ``model_id``."""
+def _first_invalid(value: object, name: str, kind: Any) -> str:
+    # msgspec reads what orjson would refuse (numbers beyond float range); untyped, it
+    # gives such numbers as they are written.
+    entries: Any = msgspec.json.decode(value) if isinstance(value, bytes) else value
+    for key, entry in entries[name].items():
+        try:
+            msgspec.convert(entry, kind)
+        except msgspec.ValidationError:
+            return str(key)
+    raise KeyError(name)
+
+
+def parse_record(
+    schema: type[_Event],
+    key: bytes | None,
+    value: bytes,
+    limits: LimitSettings | None = None,
+    clock: float | None = None,
+) -> _Event:
+    """Validate one Kafka value against ``schema`` and its key against ``model_id``; with
+    ``limits``, also against them (see :func:`check_limits`)."""
+    if limits is not None and value.count(b"[") + value.count(b"{") > limits.max_depth:
+        _check_depth(value, limits.max_depth)
     event = decode(schema, value)
     model_id: str = getattr(event, "model_id")  # noqa: B009 - both schemas carry it
     if key != model_id.encode():
         raise InvalidRecordError(
             "key_mismatch",
-            f"record key {key!r} is not the model_id {model_id!r}; "
+            f"record key {key!r:.300} is not the model_id {model_id!r:.300}; "
             "predictions and ground truth must be keyed by model_id to be joined",
         )
+    if limits is not None:
+        check_limits(event, len(value), limits, clock)  # type: ignore[arg-type]
     return event
+
+
+def _check_depth(value: bytes, max_depth: int) -> None:
+    """Refuse JSON nested deeper than ``max_depth`` (only called when the record holds
+    more brackets than that: most never get here)."""
+    try:
+        stack: list[tuple[object, int]] = [(msgspec.json.decode(value), 1)]
+    except RecursionError:
+        raise InvalidRecordError("limit", "JSON nested deeper than the decoder allows") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRecordError("invalid_json", str(exc)) from None
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        children = node.values() if isinstance(node, dict) else node
+        if depth > max_depth:
+            raise InvalidRecordError(
+                "limit",
+                f"JSON nested more than {max_depth} deep (limits.max_depth)",
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def check_limits(
+    event: Prediction | GroundTruth, size: int, limits: LimitSettings, clock: float | None
+) -> None:
+    """Refuse a decoded record past ``limits``: ids and texts too long, a timestamp
+    outside the window around ``clock`` (epoch seconds, the shell's clock; None: no
+    window, as for a replay of recorded data). ``size`` is the record's length in bytes:
+    a text cannot be longer, so shorter records skip the length checks.
+
+    >>> label = decode(GroundTruth, {"prediction_id": "p", "model_id": "m", "label": 1,
+    ...                              "timestamp": 7_200_000})
+    >>> try:
+    ...     check_limits(label, 60, LimitSettings(), clock=0.0)
+    ... except InvalidRecordError as refused:
+    ...     print(refused.reason, "-", refused.detail.split(" (")[0])
+    timestamp - timestamp 1970-01-01T02:00:00.000+00:00 is 7200 s ahead of the clock
+    """
+    if size > limits.max_id_length:
+        ids = [event.prediction_id, event.model_id]
+        if isinstance(event, Prediction):
+            ids.append(event.model_version)
+        if max(map(len, ids)) > limits.max_id_length:
+            longest = max(ids, key=len)
+            raise InvalidRecordError(
+                "limit",
+                f"an id of {len(longest):,} characters ({longest[:40]!r}...); at most "
+                f"{limits.max_id_length} are accepted (limits.max_id_length)",
+            )
+    if size > limits.max_text_length:
+        _check_texts(event, limits.max_text_length)
+    if clock is not None:
+        _check_time(event.timestamp, limits, clock)
+
+
+def _check_texts(event: Prediction | GroundTruth, most: int) -> None:
+    if isinstance(event, Prediction):
+        texts = [event.prediction, *event.features, *event.features.values()]
+        texts += event.scores or ()
+    else:
+        texts = [event.label]
+    for text in texts:
+        if isinstance(text, str) and len(text) > most:
+            raise InvalidRecordError(
+                "limit",
+                f"a text value or name of {len(text):,} characters ({text[:40]!r}...); at "
+                f"most {most} are accepted (limits.max_text_length)",
+            )
+
+
+def _check_time(timestamp: float, limits: LimitSettings, clock: float) -> None:
+    ahead, behind = limits.max_event_time_ahead_seconds, limits.max_event_time_behind_seconds
+    if timestamp - clock > ahead:
+        raise InvalidRecordError(
+            "timestamp",
+            f"timestamp {iso(timestamp)} is {timestamp - clock:.0f} s ahead of the clock "
+            f"({iso(clock)}); at most {ahead:.0f} s are accepted "
+            "(limits.max_event_time_ahead_seconds)",
+        )
+    if behind is not None and clock - timestamp > behind:
+        raise InvalidRecordError(
+            "timestamp",
+            f"timestamp {iso(timestamp)} is {clock - timestamp:.0f} s behind the clock "
+            f"({iso(clock)}); at most {behind:.0f} s are accepted "
+            "(limits.max_event_time_behind_seconds)",
+        )
 
 
 def describe_briefly(exc: ValidationError) -> str:
@@ -338,16 +468,46 @@ def parse_promotion(value: bytes) -> Promotion | None:
         return None
 
 
+# Room kept in a dead letter for what the shell adds: source partition and offset headers,
+# and the record's own framing.
+DEAD_LETTER_RESERVE_BYTES = 512
+
+
 def dead_letter(
-    source_topic: str, key: bytes | None, value: bytes, error: InvalidRecordError
+    source_topic: str,
+    key: bytes | None,
+    value: bytes,
+    error: InvalidRecordError,
+    max_bytes: int | None = None,
 ) -> Output:
-    """The record exactly as it came, with headers saying why it was refused."""
-    headers = (
+    """The record exactly as it came, with headers saying why it was refused. One that
+    would not fit in ``max_bytes`` (key, value and headers) keeps the start of its key
+    and value, with headers ``original.size`` (bytes of key and value) and
+    ``original.sha256`` (of the value), so that it can be found in the source topic.
+
+    >>> refused = InvalidRecordError("limit", "too long")
+    >>> letter = dead_letter("predictions", b"m", b"x" * 10_000, refused, max_bytes=4096)
+    >>> len(letter.value), dict(letter.headers)["original.size"]
+    (3395, b'10001')
+    """
+    headers: tuple[tuple[str, bytes], ...] = (
         ("error.reason", error.reason.encode()),
-        ("error.detail", error.detail.encode()[:1000]),
+        ("error.detail", error.detail.encode(errors="backslashreplace")[:1000]),
         ("source.topic", source_topic.encode()),
     )
-    return Output("dead_letter", key, value, headers)
+    if max_bytes is None:
+        return Output("dead_letter", key, value, headers)
+    size = len(key or b"") + len(value)
+    fixed = sum(len(n) + len(v) for n, v in headers) + DEAD_LETTER_RESERVE_BYTES
+    if size + fixed <= max_bytes:
+        return Output("dead_letter", key, value, headers)
+    headers += (
+        ("original.size", str(size).encode()),
+        ("original.sha256", hashlib.sha256(value).hexdigest().encode()),
+    )
+    room = max_bytes - fixed - 128  # the two headers above
+    key = None if key is None else key[: room // 2]
+    return Output("dead_letter", key, value[: room - len(key or b"")], headers)
 
 
 BATCH_CONTENT_TYPE = b"application/cloudevents-batch+json"

@@ -221,21 +221,38 @@ class MonitorCore:
 
     # ---- records -------------------------------------------------------------------
 
-    def process(self, topic: InputTopic, key: bytes | None, value: bytes) -> list[Output]:
-        """Handle one record of ``predictions`` or ``ground_truth``."""
+    def process(
+        self, topic: InputTopic, key: bytes | None, value: bytes, clock: float | None = None
+    ) -> list[Output]:
+        """Handle one record of ``predictions`` or ``ground_truth``. ``clock`` (epoch
+        seconds) is the shell's time, against which ``settings.limits`` bound event time;
+        None (a replay of recorded data) checks no window.
+
+        No error of one record escapes: a record the contract refuses goes to dead-letter
+        with its reason, and so would one that failed in a way no check foresaw
+        (reason ``unexpected``), so that one record never stops the service."""
         try:
-            if topic == "predictions":
-                prediction = parse_record(Prediction, key, value)
-                model = self._model(prediction.model_id)
-                outputs = self._on_prediction(model, prediction)
-                joined = model.join.add_prediction(prediction, value)
-            else:
-                outputs = []
-                label = parse_record(GroundTruth, key, value)
-                model = self._model(label.model_id)
-                joined = model.join.add_label(label, value)
+            return self._process(topic, key, value, clock)
         except InvalidRecordError as exc:
             return [self._dead_letter(topic, key, value, exc)]
+        except Exception as exc:  # a defect, not bad input: reported in the dead letter
+            detail = f"{type(exc).__name__}: {exc}"
+            return [self._dead_letter(topic, key, value, InvalidRecordError("unexpected", detail))]
+
+    def _process(
+        self, topic: InputTopic, key: bytes | None, value: bytes, clock: float | None
+    ) -> list[Output]:
+        limits = self.settings.limits
+        if topic == "predictions":
+            prediction = parse_record(Prediction, key, value, limits, clock)
+            model = self._model(prediction.model_id)
+            outputs = self._on_prediction(model, prediction)
+            joined = model.join.add_prediction(prediction, value)
+        else:
+            outputs = []
+            label = parse_record(GroundTruth, key, value, limits, clock)
+            model = self._model(label.model_id)
+            joined = model.join.add_label(label, value)
         if model.join.has_dropped:
             self._dropped.update(model.join.take_dropped())
         if joined is None:
@@ -440,7 +457,7 @@ class MonitorCore:
     ) -> Output:
         self._invalid[topic, exc.reason] += 1
         self._outputs["dead_letter"] += 1
-        return dead_letter(topic, key, value, exc)
+        return dead_letter(topic, key, value, exc, self.settings.limits.dead_letter_max_bytes)
 
     # ---- state ---------------------------------------------------------------------
 

@@ -189,6 +189,7 @@ class MonitorService:
             self._report_lag()
             return
         started = time.perf_counter()
+        clock = time.time()  # event time is bounded around it (settings.limits)
         examples: dict[bytes | None, list[Output]] = defaultdict(list)
         others: list[tuple[Output, ConsumerRecord]] = []
         for tp, records in batch.items():
@@ -199,7 +200,7 @@ class MonitorService:
             for record in records:
                 if ahead and record.offset < ahead.get(state.model_id_of(record.key or b""), 0):
                     continue  # already in the model's snapshot
-                for output in self.core.process(topic, record.key, record.value):
+                for output in self.core.process(topic, record.key, record.value, clock):
                     if output.topic == "labelled_examples":
                         examples[output.key].append(output)
                     else:
