@@ -249,7 +249,9 @@ def test_refuses_to_start_on_a_snapshot_written_in_another_format(bootstrap: str
     settings = _with_an_unreadable_snapshot(bootstrap)
     with pytest.raises(StartupError, match="discard_incompatible_state") as refused:
         MonitorService(settings, MonitorMetrics()).run()
-    assert "model 'm' has format 1" in str(refused.value)
+    message = str(refused.value)
+    assert f"model 'm' at {settings.topics.monitor_state} partition 0 offset 0" in message
+    assert "has format 1 (a pickle, written by 0.1)" in message
 
 
 def test_can_start_the_models_of_unreadable_snapshots_afresh(bootstrap: str) -> None:
