@@ -79,12 +79,13 @@ def allowlist() -> dict[str, type[Any]]:
     from river.stats import Mean
 
     from stream_monitor.config import (
+        EstimationSettings,
         FeatureDriftSettings,
         ModelSettings,
         PerformanceSettings,
         PolicySettings,
     )
-    from stream_monitor.core import features, join, monitor, performance, policy
+    from stream_monitor.core import estimation, features, join, monitor, performance, policy
 
     classes: list[type[Any]] = [
         monitor.ModelState,
@@ -97,10 +98,13 @@ def allowlist() -> dict[str, type[Any]]:
         features._Column,
         features._NumericGroup,
         features._CategoricalGroup,
+        estimation.PerformanceEstimator,
+        estimation.Calibrator,
         ModelSettings,
         PerformanceSettings,
         FeatureDriftSettings,
         PolicySettings,
+        EstimationSettings,
         ADWIN,
         PageHinkley,
         Mean,

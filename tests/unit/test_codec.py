@@ -98,8 +98,9 @@ def test_a_restored_core_behaves_identically_on_the_next_1000_events(task: str, 
     # The next 1000 records of each model, through both.
     after = records[split : split + 2_000]
     assert _run(restored, after) == _run(original, after)
-    assert restored.stats().versions == original.stats().versions
-    assert restored.stats().features == original.stats().features
+    # Compared as text: NaN (a statistic not yet defined) is unequal to itself.
+    assert repr(restored.stats().versions) == repr(original.stats().versions)
+    assert repr(restored.stats().features) == repr(original.stats().features)
     assert before  # the split fell where state had built up (labelled examples at least)
 
 
