@@ -100,6 +100,8 @@ def allowlist() -> dict[str, type[Any]]:
         features._CategoricalGroup,
         estimation.PerformanceEstimator,
         estimation.Calibrator,
+        estimation.WindowEstimate,
+        estimation.Comparison,
         ModelSettings,
         PerformanceSettings,
         FeatureDriftSettings,
