@@ -33,10 +33,13 @@ over the seeds:
 * the delay from the change to the first ``estimated_performance`` event, and to the
   first ``performance`` event (label-based, any severity), in predictions; the lead
   of the first over the second;
-* ``estimated_performance`` events before the change (the stationary part).
+* ``estimated_performance`` events before the change (the stationary part);
+* the cost of the estimate: microseconds per prediction through the core with the
+  estimate and without it (``estimation.enabled: false``), on the same records, in the
+  same run (``--no-cost`` skips it).
 
     python benchmarks/estimation.py               # 10 seeds, about 10 minutes on 2 cores
-    python benchmarks/estimation.py --quick       # 2 seeds, one delay, about a minute
+    python benchmarks/estimation.py --quick       # 2 seeds, labels 10,000 late, about 2 minutes
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -60,7 +63,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.core.monitor import InputTopic, MonitorCore
 
 EPOCH_MS = 1_700_000_000_000
 Scenario = Literal["covariate", "concept"]
@@ -146,19 +149,65 @@ def _stream(run: Run, calibration: int) -> tuple[dict[str, Any], int]:
     }, change
 
 
+def _records(
+    stream: dict[str, Any], delay: int, n: int
+) -> Iterator[tuple[InputTopic, dict[str, Any], int]]:
+    """The first ``n`` predictions as records, each label ``delay`` predictions later."""
+    names, classes = stream["names"], stream["classes"]
+    for i in range(n):
+        now = EPOCH_MS + i
+        yield (
+            "predictions",
+            {
+                "prediction_id": f"p{i}",
+                "model_id": "m",
+                "model_version": "1",
+                "timestamp": now,
+                "features": dict(zip(names, stream["features"][i], strict=True)),
+                "prediction": classes[stream["predicted"][i]],
+                "scores": dict(zip(classes, stream["proba"][i], strict=True)),
+            },
+            i,
+        )
+        j = i - delay
+        if j >= 0:
+            label = classes[stream["labels"][j]]
+            yield (
+                "ground_truth",
+                {"prediction_id": f"p{j}", "model_id": "m", "label": label, "timestamp": now},
+                i,
+            )
+
+
+def _cost(events: int = 12_000, repeats: int = 3) -> tuple[float, float]:
+    """Microseconds per prediction (with its label) through the core, with the estimate
+    and without it (``estimation.enabled: false``), on the same breast cancer records
+    (labels 1,000 late: the estimate runs from prediction 3,000 on); best of ``repeats``."""
+    stream, _ = _stream(Run("breast_cancer", "covariate", 1_000, 0), 2_000)
+    records = [(t, orjson.dumps(r)) for t, r, _ in _records(stream, 1_000, events)]
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(repeats):
+        for enabled in (True, False):
+            core = MonitorCore(MonitorSettings(defaults={"estimation": {"enabled": enabled}}))
+            started = time.perf_counter()
+            for topic, value in records:
+                core.process(topic, b"m", value)
+            best[enabled] = min(best[enabled], time.perf_counter() - started)
+    return best[True] / events * 1e6, best[False] / events * 1e6
+
+
 def _task(run: Run) -> Result:
     started = time.perf_counter()
     settings = MonitorSettings()
     calibration = settings.defaults.estimation.calibration_size
     stream, change = _stream(run, calibration)
-    names, classes = stream["names"], stream["classes"]
     core = MonitorCore(settings)
     n = len(stream["labels"])
     estimated_events: list[int] = []
     performance_events: list[int] = []
     comparisons: dict[int, Any] = {}
 
-    def process(topic: Any, record: dict[str, Any], index: int) -> None:
+    def process(topic: InputTopic, record: dict[str, Any], index: int) -> None:
         for output in core.process(topic, b"m", orjson.dumps(record)):
             if output.topic != "drift_events":
                 continue
@@ -174,28 +223,9 @@ def _task(run: Run) -> Result:
             comparisons[c.first] = c
 
     right = [p == y for p, y in zip(stream["predicted"], stream["labels"], strict=True)]
-    for i in range(n):
-        now = EPOCH_MS + i
-        record = {
-            "prediction_id": f"p{i}",
-            "model_id": "m",
-            "model_version": "1",
-            "timestamp": now,
-            "features": dict(zip(names, stream["features"][i], strict=True)),
-            "prediction": classes[stream["predicted"][i]],
-            "scores": dict(zip(classes, stream["proba"][i], strict=True)),
-        }
-        process("predictions", record, i)
-        j = i - run.delay
-        if j >= 0:
-            label = {
-                "prediction_id": f"p{j}",
-                "model_id": "m",
-                "label": classes[stream["labels"][j]],
-                "timestamp": now,
-            }
-            process("ground_truth", label, i)
-        if i % 5000 == 0:
+    for topic, record, i in _records(stream, run.delay, n):
+        process(topic, record, i)
+        if topic == "predictions" and i % 5000 == 0:
             collect()
     collect()
     # Window times are event times: EPOCH_MS + index milliseconds.
@@ -321,6 +351,7 @@ def main() -> None:
         "--scenarios", nargs="+", default=["covariate", "concept"], choices=["covariate", "concept"]
     )
     parser.add_argument("--quick", action="store_true", help="2 seeds, labels 10,000 late")
+    parser.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
     seeds, delays = (2, [10_000]) if args.quick else (args.seeds, args.delays)
@@ -342,6 +373,13 @@ def main() -> None:
     print("\n".join(_table(results)))
     print()
     print("\n".join(_targets(results)))
+    if not args.no_cost:
+        with_estimate, without = _cost()
+        print(
+            f"\nCost through MonitorCore.process, per prediction and its label (breast cancer, "
+            f"best of 3): {with_estimate:.1f} µs with the estimate, {without:.1f} µs without "
+            f"(+{with_estimate - without:.1f} µs)"
+        )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_estimation_benchmark_prints_its_table_and_targets() -> None:
             sys.executable,
             "benchmarks/estimation.py",
             *("--seeds", "1", "--delays", "5000", "--datasets", "wine"),
-            *("--scenarios", "covariate", "--workers", "1"),
+            *("--scenarios", "covariate", "--workers", "1", "--no-cost"),
         ],
         cwd=ROOT,
         capture_output=True,
