@@ -106,8 +106,12 @@ def test_estimator_window_estimate_and_binary_metrics_by_hand() -> None:
     assert estimate.precision == pytest.approx(tp / (tp + fp))
     assert estimate.recall == pytest.approx(tp / (tp + fn))
     assert estimate.f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))
-    # Every ranked pair: "yes" at 0.8 above "no" at 0.2, pairs within a group count half.
-    assert estimate.roc_auc is not None and 0.5 < estimate.roc_auc < 1.0
+    # ROC AUC: sum over pairs i != j of p_i (1 - p_j), [s_i > s_j] or half for a tie.
+    # Scores 0.2: p 0.2, no one below, 25 * 0.8 - 0.8 = 19.2 negative weight tied;
+    # scores 0.8: p 0.8, 25 * 0.8 = 20 below, 75 * 0.2 - 0.2 = 14.8 tied.
+    numerator = 25 * 0.2 * (0.5 * 19.2) + 75 * 0.8 * (20 + 0.5 * 14.8)
+    denominator = 65 * 35 - 100 * 0.8 * 0.2  # positives x negatives, self-pairs out
+    assert estimate.roc_auc == pytest.approx(numerator / denominator)
 
 
 # ---- the interval's coverage --------------------------------------------------------
