@@ -110,7 +110,7 @@ class BudgetCheck:
 def check_retrain_budget(
     now: float, previous: Iterable[float], *, max_retrains: int, window_seconds: float
 ) -> BudgetCheck:
-    """Count this request and the ``previous`` ones (their event times) within
+    """Count this request and the ``previous`` ones (their arrival times) within
     ``(now - window_seconds, now]``. More than ``max_retrains`` means the model keeps
     drifting after retraining: automation is not converging and a human should look.
 
@@ -122,8 +122,7 @@ def check_retrain_budget(
     True
     """
     since = now - window_seconds
-    # Event times: a replay counts the same; requests "after" now (a replay of older
-    # input after newer) do not count against it.
+    # Times "after" now (a clock set back) do not count against it.
     in_window = sum(1 for t in previous if since < t <= now)
     return BudgetCheck(in_window + 1, max_retrains, window_seconds)
 

@@ -33,7 +33,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -100,7 +100,8 @@ class HandledRequest:
     request_id: str
     model_id: str
     requested_at: float
-    """Event time of the request (epoch seconds), counted by the retrain budget."""
+    """When the request reached the trainer (epoch seconds), counted by the retrain
+    budget: a time the request states could be anything."""
     outcome: Literal["promoted", "rejected"]
     code: str
     """Why, as a short code (an ``OutcomeCode`` of the trainer)."""
@@ -135,13 +136,24 @@ class ModelRegistry:
 
     # ---- versions ------------------------------------------------------------------
 
-    def register(self, model_id: str, pipeline: Any, metadata: Mapping[str, Any]) -> int:
+    def register(
+        self,
+        model_id: str,
+        pipeline: Any,
+        metadata: Mapping[str, Any],
+        journal: Callable[[int], HandledRequest] | None = None,
+    ) -> int:
         """Store ``pipeline`` as the model's next version and return its number.
 
         ``metadata`` must hold ``features`` (:meth:`FeatureSchema.to_json`); the
         registry adds ``model_id``, ``version``, ``created_at``, ``sha256``,
         ``artefact`` and the library versions. Refuses a pipeline holding types
         outside :data:`TRUSTED_TYPES`, as it could not be loaded back.
+
+        ``journal`` gives the journal record of the request this version answers,
+        knowing its number; it is stored with the version, in the same atomic rename, so
+        a crash before :meth:`record_request` loses nothing: :meth:`registered_for`
+        finds it instead of a second training.
         """
         if "features" not in metadata:
             raise RegistryError("metadata must name the model's features (FeatureSchema.to_json)")
@@ -167,6 +179,8 @@ class ModelRegistry:
                     "numpy": np.__version__,
                 },
             }
+            if journal is not None:
+                full["journal"] = _journal_entry(journal(version))
             _write_synced(staging / METADATA, _json_bytes(full))
             try:
                 staging.rename(versions / str(version))
@@ -237,21 +251,22 @@ class ModelRegistry:
         """Write (or overwrite) the journal entry of a request, atomically."""
         path = self._request_path(record.model_id, record.request_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {
-            "request_id": record.request_id,
-            "model_id": record.model_id,
-            "requested_at": record.requested_at,
-            "outcome": record.outcome,
-            "code": record.code,
-            "version": record.version,
-            "events": [_journal_event(event) for event in record.events],
-            "done": record.done,
-        }
-        _atomic_write(path, _json_bytes(entry))
+        _atomic_write(path, _json_bytes(_journal_entry(record)))
 
     def handled_request(self, model_id: str, request_id: str) -> HandledRequest | None:
         path = self._request_path(model_id, request_id)
         return _handled_request(path) if path.exists() else None
+
+    def registered_for(self, model_id: str, request_id: str) -> HandledRequest | None:
+        """The journal record stored with a version registered for the request (see
+        :meth:`register`), newest versions first; None if none was."""
+        check_name("request id", request_id)
+        for version in reversed(self.versions(model_id)):
+            path = self._version_dir(model_id, version) / METADATA
+            entry = _read_json(path).get("journal")
+            if isinstance(entry, dict) and entry.get("request_id") == request_id:
+                return _parse_handled(entry, path)
+        return None
 
     def has_handled(self, model_id: str, request_id: str) -> bool:
         """True once the request's outcome was recorded and its events published."""
@@ -259,7 +274,7 @@ class ModelRegistry:
         return record is not None and record.done
 
     def request_times(self, model_id: str) -> list[float]:
-        """Event times of every request recorded for the model (for the retrain budget)."""
+        """Arrival times of every request recorded for the model (for the retrain budget)."""
         requests = self._model_dir(model_id) / "requests"
         if not requests.is_dir():
             return []
@@ -332,8 +347,24 @@ def _output(entry: Mapping[str, Any]) -> Output:
     )
 
 
+def _journal_entry(record: HandledRequest) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "model_id": record.model_id,
+        "requested_at": record.requested_at,
+        "outcome": record.outcome,
+        "code": record.code,
+        "version": record.version,
+        "events": [_journal_event(event) for event in record.events],
+        "done": record.done,
+    }
+
+
 def _handled_request(path: Path) -> HandledRequest:
-    raw = _read_json(path)
+    return _parse_handled(_read_json(path), path)
+
+
+def _parse_handled(raw: dict[str, Any], path: Path) -> HandledRequest:
     try:
         return HandledRequest(**{**raw, "events": tuple(_output(e) for e in raw["events"])})
     except (AttributeError, KeyError, TypeError) as exc:

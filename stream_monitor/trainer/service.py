@@ -36,7 +36,12 @@ from stream_monitor.kafka.topics import assign_all, ensure_topics
 from stream_monitor.trainer.metrics import TrainerMetrics
 from stream_monitor.trainer.registry import ModelRegistry
 from stream_monitor.trainer.settings import TrainerSettings
-from stream_monitor.trainer.training import RetrainRequest, handle_request, parse_request
+from stream_monitor.trainer.training import (
+    RetrainRequest,
+    handle_request,
+    parse_request,
+    training_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +136,20 @@ class TrainerService:
 
     def _answer(self, request: RetrainRequest) -> None:
         model_id = request.data.model_id
-        window = request.data.training_window
-        started = time.perf_counter()
+        settings = self.settings.for_model(model_id)
+        start, end = training_window(request, settings)
+        arrived_at, started = time.time(), time.perf_counter()
+        # Lazy: nothing is read for a duplicate or a model the trainer does not train.
         examples = read_between(
-            self._client,
-            self.settings.topics.labelled_examples,
-            window.start,
-            window.end,
-            key=model_id.encode(),
+            self._client, self.settings.topics.labelled_examples, start, end, key=model_id.encode()
         )
         record, outcome = handle_request(
-            self.registry, request, examples, self.settings.for_model(model_id)
+            self.registry,
+            request,
+            examples,
+            settings,
+            arrived_at=arrived_at,
+            configured=model_id in self.settings.models,
         )
         about = {"request_id": request.id, "model_id": model_id}
         if record.done:

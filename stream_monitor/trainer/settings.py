@@ -124,7 +124,14 @@ class TrainingSettings(StrictModel):
     max_retrains: int = Field(
         3, gt=0, description="More requests than this within the budget window escalate."
     )
-    retrain_budget_seconds: float = Field(86_400.0, gt=0)
+    retrain_budget_seconds: float = Field(
+        86_400.0, gt=0, description="Counted by the requests' arrival at the trainer."
+    )
+    max_window_seconds: float = Field(
+        30 * 86_400.0,
+        gt=0,
+        description="A request's training window is cut to its most recent this many seconds.",
+    )
     categorical_features: frozenset[str] = Field(
         frozenset(), description="Treated as categories even when their values are numbers."
     )
@@ -173,6 +180,11 @@ class TrainerSettings(ServiceSettings):
 
     kafka: TrainerKafkaSettings = TrainerKafkaSettings()
     topics: TopicSettings = TopicSettings()
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="The models this trainer retrains, by model_id, each with its overrides "
+        "of `defaults` ({} for none); a request for any other model is rejected.",
+    )
     registry_dir: Path = Path("model-registry")
     max_request_seconds: float = Field(
         1800.0,

@@ -74,6 +74,7 @@ OutcomeCode = (
         "training_failed",
         "production_invalid",
         "candidate_invalid",
+        "unknown_model",
     ]
 )
 
@@ -121,6 +122,21 @@ class RetrainRequest(_Contract):
     type: Literal["stream_monitor.retrain.requested"]
     time: EventTime
     data: RetrainRequestData
+
+
+def training_window(request: RetrainRequest, settings: TrainingSettings) -> tuple[float, float]:
+    """The window to train on: the request's, cut to its most recent
+    ``settings.max_window_seconds`` (a request may ask for years of data).
+
+    >>> request = RetrainRequest.model_validate({"id": "r", "time": 0,
+    ...     "type": "stream_monitor.retrain.requested", "data": {"model_id": "m",
+    ...     "model_version": "1", "episode": 1,
+    ...     "training_window": {"start": 0, "end": 100_000_000_000}}})
+    >>> training_window(request, TrainingSettings(max_window_seconds=86_400))
+    (99913600.0, 100000000.0)
+    """
+    window = request.data.training_window
+    return max(window.start, window.end - settings.max_window_seconds), window.end
 
 
 def parse_request(value: bytes) -> RetrainRequest:
@@ -282,6 +298,7 @@ class Outcome:
     def _summary(self) -> dict[str, Any]:
         """Everything about the decision except the candidate's registry version."""
         request, window = self.request, self.request.data.training_window
+        start, end = training_window(request, self.settings)
         champion = None
         if self.champion is not None:
             champion = {"version": str(self.champion.version), "score": self.champion_score}
@@ -301,7 +318,12 @@ class Outcome:
                 "episode": request.data.episode,
                 "time": iso(request.time),
             },
-            "training_window": {"start": iso(window.start), "end": iso(window.end)},
+            "training_window": {"start": iso(start), "end": iso(end)},
+            **(
+                {"requested_window": {"start": iso(window.start), "end": iso(window.end)}}
+                if start > window.start
+                else {}
+            ),
             "data": self._data_summary(),
             "estimator": self.settings.estimator.model_dump(),
             "escalated": self.escalation is not None,
@@ -359,6 +381,8 @@ _ADVICE: dict[OutcomeCode, str] = {
     "promote a verified one, then ask for a retrain again. No candidate was trained.",
     "candidate_invalid": "The candidate's artefact changed between registration and "
     "promotion: find out who or what writes to the registry, then ask for a retrain again.",
+    "unknown_model": "Add the model under models: in the trainer's settings (an empty "
+    "entry takes the defaults) if it should be retrained automatically.",
 }
 _CHAMPION_ADVICE = (
     "Compare the production model's features (its registry metadata) with what serving "
@@ -372,19 +396,22 @@ def retrain(
     champion: StoredModel | None,
     settings: TrainingSettings,
     previous_requests: Iterable[float] = (),
+    arrived_at: float | None = None,
 ) -> Outcome:
     """Answer one retrain request.
 
     ``examples`` are ``labelled-examples`` values (envelopes as dicts or JSON bytes),
-    at least those labelled within the request's training window; ``champion`` is the
-    production model, if any; ``previous_requests`` the event times of the model's
-    earlier requests, for the retrain budget. Nothing is trained when the budget is
+    at least those labelled within the request's :func:`training_window`; ``champion``
+    is the production model, if any; ``previous_requests`` the arrival times of the
+    model's earlier requests and ``arrived_at`` this one's (default: the time the
+    request states, for offline use), for the retrain budget. Nothing is trained when
+    the budget is
     exceeded or the data is insufficient; training errors (a bad parameter value, a
     metric that does not fit the task) are a rejected, escalated outcome, not an
     exception.
     """
     budget = check_retrain_budget(
-        request.time,
+        request.time if arrived_at is None else arrived_at,
         previous_requests,
         max_retrains=settings.max_retrains,
         window_seconds=settings.retrain_budget_seconds,
@@ -396,8 +423,8 @@ def retrain(
         )
         return _refused(request, settings, "retrain_budget", reason, champion)
 
-    window = request.data.training_window
-    dataset = build_dataset(examples, request.data.model_id, window.start, window.end, settings)
+    start, end = training_window(request, settings)
+    dataset = build_dataset(examples, request.data.model_id, start, end, settings)
     if isinstance(dataset, InsufficientData):
         reason = f"too little data: {dataset.reason}"
         return Outcome(
@@ -511,8 +538,15 @@ def handle_request(
     request: RetrainRequest,
     examples: Iterable[Mapping[str, Any] | bytes],
     settings: TrainingSettings,
+    *,
+    arrived_at: float | None = None,
+    configured: bool = True,
 ) -> tuple[HandledRequest, Outcome | None]:
     """Answer a request at most once: retrain, register, record, promote.
+
+    ``arrived_at``: when the request reached the trainer (the retrain budget counts
+    arrivals; default: the time it states). A request for a model the trainer is not
+    ``configured`` for is rejected with the reason, and nothing is read or trained.
 
     Returns the journal record, and the outcome when this call decided it (None when
     the decision was already recorded). When the record is ``done`` the request is a
@@ -523,16 +557,29 @@ def handle_request(
     again (same ids) instead of training again.
     """
     model_id = request.data.model_id
+    arrived = request.time if arrived_at is None else arrived_at
     record = registry.handled_request(model_id, request.id)
     if record is not None and record.done:
         return record, None
+    if record is None and configured:
+        # Killed between registering the candidate and journalling the request: the
+        # version holds the record; training again would register a second one.
+        record = registry.registered_for(model_id, request.id)
+        if record is not None:
+            registry.record_request(record)
     outcome = None
     if record is None:
-        outcome = _decide(registry, request, examples, settings)
+        outcome = _decide(registry, request, examples, settings, arrived, configured)
         version = None
         if outcome.candidate is not None:
-            version = registry.register(model_id, outcome.candidate.pipeline, outcome.metadata())
-        record = _journal(outcome, version)
+            decided = outcome
+            version = registry.register(
+                model_id,
+                outcome.candidate.pipeline,
+                outcome.metadata(),
+                journal=lambda number: _journal(decided, number, arrived),
+            )
+        record = _journal(outcome, version, arrived)
         # Recorded before the switch: a crash in between promotes on the next attempt
         # rather than training a second candidate against the first.
         registry.record_request(record)
@@ -543,7 +590,7 @@ def handle_request(
             reason = f"candidate version {record.version} cannot be promoted: {exc}"
             outcome = _refused(request, settings, "candidate_invalid", reason)
             # The registered candidate stays on record for inspection, unpromoted.
-            record = replace(_journal(outcome, None), version=record.version)
+            record = replace(_journal(outcome, None, arrived), version=record.version)
             registry.record_request(record)
     return record, outcome
 
@@ -553,23 +600,32 @@ def _decide(
     request: RetrainRequest,
     examples: Iterable[Mapping[str, Any] | bytes],
     settings: TrainingSettings,
+    arrived_at: float,
+    configured: bool,
 ) -> Outcome:
     model_id = request.data.model_id
+    if not configured:
+        reason = (
+            f"model {model_id!r} is not configured in this trainer (its models: setting): "
+            "not retraining it"
+        )
+        return Outcome(request, settings, "unknown_model", reason, advice=_ADVICE["unknown_model"])
     try:
         champion = registry.load_production(model_id)
     except RegistryError as exc:
         reason = f"the production model cannot be used: {exc}"
         return _refused(request, settings, "production_invalid", reason)
-    return retrain(request, examples, champion, settings, registry.request_times(model_id))
+    previous = registry.request_times(model_id)
+    return retrain(request, examples, champion, settings, previous, arrived_at)
 
 
-def _journal(outcome: Outcome, version: int | None) -> HandledRequest:
+def _journal(outcome: Outcome, version: int | None, arrived_at: float) -> HandledRequest:
     """The journal record of ``outcome``, whose candidate is registry ``version``."""
     request = outcome.request
     return HandledRequest(
         request_id=request.id,
         model_id=outcome.model_id,
-        requested_at=request.time,
+        requested_at=arrived_at,
         outcome="promoted" if outcome.promote else "rejected",
         code=outcome.code,
         version=version,

@@ -116,7 +116,7 @@ def _trainer_settings(
         topics=monitor.topics,
         registry_dir=registry,
         metrics_port=0,
-        models={MODEL: model} if model else {},
+        models={MODEL: model},
     )
 
 

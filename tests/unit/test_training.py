@@ -353,3 +353,92 @@ def test_request_window_bounds_the_examples() -> None:
     assert isinstance(outcome.dataset, Dataset)
     assert len(outcome.dataset.train) + len(outcome.dataset.holdout) == 250
     assert outcome.dataset.holdout.prediction_times[-1] == T0 + 249 * STEP
+
+
+# ---- hostile requests -----------------------------------------------------------------
+
+
+def _restated(req: Any, **fields: Any) -> Any:
+    """``req`` with envelope fields or its window replaced, as a forged request would be."""
+    body = json.loads(req.model_dump_json())
+    window = fields.pop("training_window", None)
+    if window is not None:
+        body["data"]["training_window"] = window
+    return parse_request(json.dumps({**body, **fields}).encode())
+
+
+def test_a_training_window_too_long_is_cut_to_its_most_recent_part() -> None:
+    req = _restated(request(0, 299), training_window={"start": 0, "end": (T0 + 3000) * 1000})
+    settings = SETTINGS.model_copy(update={"max_window_seconds": 2000.0})
+    outcome = retrain(req, concept(300), None, settings)
+    # Labels 10 s apart, the first at T0 + 60: [T0 + 1000, T0 + 3000] holds 201 of them.
+    assert outcome.code == "no_champion"
+    data = _body(outcome.events(1)[0])["data"]
+    used = data["data"]["train"]["examples"] + data["data"]["holdout"]["examples"]
+    assert used == 201
+    assert data["training_window"]["start"] == "2023-11-14T22:30:00.000+00:00"
+    assert data["requested_window"]["start"] == "1970-01-01T00:00:00.000+00:00"
+
+
+def test_the_retrain_budget_counts_arrivals_not_the_times_requests_state(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    settings = SETTINGS.model_copy(update={"max_retrains": 1})
+    first = request(0, 299)
+    # A second request claiming to come from a year later, arriving a minute after.
+    forged = _restated(request(0, 299, episode=2), time=(first.time + 365 * 86_400) * 1000)
+    examples = concept(300)
+    record, _ = handle_request(registry, first, examples, settings, arrived_at=5000.0)
+    assert record.code == "no_champion" and record.requested_at == 5000.0
+    record, _ = handle_request(registry, forged, examples, settings, arrived_at=5060.0)
+    assert (record.code, record.version) == ("retrain_budget", None)
+    # A third, a day after the second arrival, is within the budget again.
+    later = request(0, 299, episode=3)
+    record, _ = handle_request(registry, later, examples, settings, arrived_at=5060 + 86_401)
+    assert record.code != "retrain_budget"
+
+
+def test_a_request_for_a_model_the_trainer_does_not_configure_is_rejected(
+    tmp_path: Path,
+) -> None:
+    def unread() -> Any:
+        raise AssertionError("nothing is read for a model the trainer does not train")
+        yield
+
+    registry = ModelRegistry(tmp_path)
+    req = request(0, 299, model_id="stranger")
+    record, outcome = handle_request(registry, req, unread(), SETTINGS, configured=False)
+    assert (record.outcome, record.code, record.version) == ("rejected", "unknown_model", None)
+    assert outcome is not None and not outcome.escalation
+    (event,) = record.events
+    data = _body(event)["data"]
+    assert "model 'stranger' is not configured in this trainer" in data["reason"]
+    assert registry.versions("stranger") == []
+
+
+def test_a_crash_between_registering_and_journalling_does_not_train_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    req = request(0, 299)
+
+    def killed(record: HandledRequest) -> None:
+        raise SystemExit("SIGKILL")  # the process dies right after registering
+
+    with monkeypatch.context() as patched:
+        patched.setattr(registry, "record_request", killed)
+        with pytest.raises(SystemExit):
+            handle_request(registry, req, concept(300), SETTINGS, arrived_at=7000.0)
+    assert registry.versions("m") == [1] and registry.handled_request("m", req.id) is None
+
+    def unread() -> Any:
+        raise AssertionError("the registered version answers the request")
+        yield
+
+    record, outcome = handle_request(registry, req, unread(), SETTINGS, arrived_at=9000.0)
+    assert outcome is None and registry.versions("m") == [1]
+    assert (record.outcome, record.version, record.requested_at) == ("promoted", 1, 7000.0)
+    assert registry.production_version("m") == 1
+    assert registry.handled_request("m", req.id) == record
+    assert _body(record.events[0])["data"]["candidate"]["version"] == "1"
