@@ -28,6 +28,7 @@ class OutputProducer:
         self._names: dict[str, str] = topics.model_dump()
         self._producer = KafkaProducer(acks="all", **producer_config)
         self._failures: list[BaseException] = []
+        self._examples_end: dict[bytes | None, tuple[int, int]] = {}
 
     def fetch_metadata(self) -> None:
         """Learn every topic's partitions now, in one round trip: otherwise the first
@@ -65,6 +66,20 @@ class OutputProducer:
             topic, value=value, key=key, headers=headers or [], timestamp_ms=timestamp_ms
         )
         future.add_errback(self._failures.append)
+        if topic == self._names["labelled_examples"]:
+            future.add_callback(self._example_delivered, key)
+
+    def _example_delivered(self, key: bytes | None, delivered: Any) -> None:
+        end = delivered.offset + 1
+        if end > self._examples_end.get(key, (delivered.partition, -1))[1]:
+            self._examples_end[key] = (delivered.partition, end)
+
+    def examples_end(self, key: bytes | None) -> dict[int, int] | None:
+        """Where the labelled examples of ``key`` (a model) acknowledged so far by this
+        producer end: ``{partition: offset after the last}``; None before the first.
+        Flush first to include those sent."""
+        known = self._examples_end.get(key)
+        return None if known is None else {known[0]: known[1]}
 
     def flush(self) -> None:
         self._producer.flush()

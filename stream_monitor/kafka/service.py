@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -215,11 +216,27 @@ class MonitorService:
             for example_batch in batched(per_model):
                 self._producer.send(example_batch)
         for output, source in others:
-            self._producer.send(output, source)
+            if output.topic == "retrain_requests":
+                self._producer.send(self._with_examples_end(output), source)
+            else:
+                self._producer.send(output, source)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         if time.monotonic() - self._stats_published >= STATS_EVERY_SECONDS:
             self._publish_stats()
         self._report_lag()
+
+    def _with_examples_end(self, request: Output) -> Output:
+        """The retrain request, saying how far its model's labelled examples reach once
+        those sent before it are acknowledged, so the trainer reads exactly to there
+        (retrain requests are rare: one flush each)."""
+        assert self._producer is not None
+        self._producer.flush()
+        reach = self._producer.examples_end(request.key)
+        if reach is None:  # none written since this process started: the trainer reads to the end
+            return request
+        body = orjson.loads(request.value)
+        body["data"]["labelled_examples"] = reach
+        return request._replace(value=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
 
     def _rewind_to_checkpoint(self) -> None:
         """After a rebalance: reload the state topic and start every assigned partition

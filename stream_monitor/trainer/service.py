@@ -16,6 +16,7 @@ that is :mod:`stream_monitor.trainer.training`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from stream_monitor.trainer.metrics import TrainerMetrics
 from stream_monitor.trainer.registry import ModelRegistry
 from stream_monitor.trainer.settings import TrainerSettings
 from stream_monitor.trainer.training import (
+    IncompleteExamplesError,
     RetrainRequest,
     handle_request,
     parse_request,
@@ -141,7 +143,13 @@ class TrainerService:
         arrived_at, started = time.time(), time.perf_counter()
         # Lazy: nothing is read for a duplicate or a model the trainer does not train.
         examples = read_between(
-            self._client, self.settings.topics.labelled_examples, start, end, key=model_id.encode()
+            self._client,
+            self.settings.topics.labelled_examples,
+            start,
+            end,
+            key=model_id.encode(),
+            until=request.data.labelled_examples,
+            wait_seconds=self.settings.examples_wait_seconds,
         )
         record, outcome = handle_request(
             self.registry,
@@ -198,26 +206,37 @@ def read_between(
     start: float,
     end: float,
     key: bytes | None = None,
+    until: Mapping[int, int] | None = None,
+    wait_seconds: float = 60.0,
 ) -> Iterator[bytes]:
     """Values of the records of ``topic`` stamped between ``start`` and ``end`` (epoch
     seconds), lazily, partition by partition as the broker sends them.
 
     Each partition is sought (``offsets_for_times``) to its first record stamped at or
-    after ``start`` and read up to its first record stamped after ``end``, included
-    since a batch record is stamped with its newest event and may hold earlier ones,
-    or up to its end offset when the read began, whichever comes first: records
-    produced meanwhile are not waited for. With ``key``, records of other keys are
-    skipped. Events inside a record still need filtering by their own time.
+    after ``start``. With ``until`` (partition -> end offset, exclusive, as a retrain
+    request names them) only those partitions are read, exactly to those offsets,
+    after waiting up to ``wait_seconds`` for the broker to make them readable
+    (:class:`IncompleteExamplesError` if it does not). Without it, each partition is
+    read up to its first record stamped after ``end``, included since a batch record is
+    stamped with its newest event and may hold earlier ones, or up to its end offset
+    when the read began, whichever comes first: records produced meanwhile are not
+    waited for. With ``key``, records of other keys are skipped. Events inside a record
+    still need filtering by their own time.
     """
     consumer = KafkaConsumer(
         **client, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=FETCH_BYTES
     )
     try:
         partitions = assign_all(consumer, topic)
+        if until is not None:
+            stop_at = _readable_until(consumer, topic, partitions, until, wait_seconds)
+            partitions = list(stop_at)
+            consumer.assign(partitions)
+        else:
+            stop_at = consumer.end_offsets(partitions) if partitions else {}
         if not partitions:
             return
         found = consumer.offsets_for_times({tp: int(start * 1000) for tp in partitions})
-        stop_at = consumer.end_offsets(partitions)
         todo: set[TopicPartition] = set()
         for tp in partitions:
             first = found.get(tp)
@@ -225,7 +244,10 @@ def read_between(
                 consumer.seek(tp, first.offset)
                 todo.add(tp)
         consumer.pause(*(set(partitions) - todo))
-        end_ms, read, last_record = end * 1000, 0, time.monotonic()
+        # A batch stamped after the window may hold earlier events: only without exact
+        # offsets does a timestamp end the read.
+        end_ms = end * 1000 if until is None else math.inf
+        read, last_record = 0, time.monotonic()
         while todo:
             batch = consumer.poll(timeout_ms=500)
             for tp, records in batch.items():
@@ -255,3 +277,32 @@ def read_between(
         log.info("window read", extra={"topic": topic, "records": read})
     finally:
         consumer.close()
+
+
+def _readable_until(
+    consumer: KafkaConsumer,
+    topic: str,
+    partitions: list[TopicPartition],
+    until: Mapping[int, int],
+    wait_seconds: float,
+) -> dict[TopicPartition, int]:
+    """``until`` as topic partitions, once the broker's end offsets reach it; raises
+    :class:`IncompleteExamplesError` naming the shortfall after ``wait_seconds``."""
+    existing = {tp.partition: tp for tp in partitions}
+    missing = sorted(set(until) - set(existing))
+    if missing:
+        raise IncompleteExamplesError(f"{topic} has no partition {missing[0]}")
+    wanted = {existing[p]: offset for p, offset in until.items()}
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        ends = consumer.end_offsets(list(wanted)) if wanted else {}
+        short = {tp: o for tp, o in wanted.items() if ends[tp] < o}
+        if not short:
+            return wanted
+        if time.monotonic() > deadline:
+            tp, offset = min(short.items())
+            raise IncompleteExamplesError(
+                f"{topic} partition {tp.partition} reaches offset {ends[tp]}, not the "
+                f"{offset} the request names, after waiting {wait_seconds:g} s"
+            )
+        time.sleep(0.2)

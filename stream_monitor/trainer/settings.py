@@ -194,6 +194,12 @@ class TrainerSettings(ServiceSettings):
         "reading, training and publishing, before Kafka gives this trainer's partitions "
         "to another instance.",
     )
+    examples_wait_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long to wait for the labelled examples a request names to become "
+        "readable before rejecting it as incomplete.",
+    )
     metrics_port: int = Field(9109, ge=0, le=65535, description="0 disables /metrics.")
     metrics_server: MetricsServerSettings = MetricsServerSettings()
     health: TrainerHealthSettings = TrainerHealthSettings()

@@ -75,6 +75,7 @@ OutcomeCode = (
         "production_invalid",
         "candidate_invalid",
         "unknown_model",
+        "incomplete_data",
     ]
 )
 
@@ -108,11 +109,34 @@ RegistryName = Annotated[str, AfterValidator(_registry_name)]
 """An id the registry can store: it names a directory or a file there."""
 
 
+MAX_PARTITIONS = 10_000
+
+
+def _offsets(value: dict[int, int] | None) -> dict[int, int] | None:
+    if value is None:
+        return None
+    if len(value) > MAX_PARTITIONS:
+        raise ValueError(f"labelled_examples names more than {MAX_PARTITIONS} partitions")
+    if any(p < 0 or o < 0 for p, o in value.items()):
+        raise ValueError("labelled_examples partitions and offsets must not be negative")
+    return value
+
+
 class RetrainRequestData(_Contract):
     model_id: RegistryName
     model_version: NonEmpty
     episode: int
     training_window: TrainingWindow
+    labelled_examples: Annotated[dict[int, int] | None, AfterValidator(_offsets)] = None
+    """How far the model's labelled examples reach when the monitor asked: the end
+    offset (exclusive) of each ``labelled-examples`` partition holding them, after the
+    monitor's flush of the examples before the request. The trainer reads exactly to
+    there. Absent (an older monitor): up to the topic's end when the read begins."""
+
+
+class IncompleteExamplesError(Exception):
+    """The labelled examples a request names did not become readable in time; the
+    message says which and how far they reached."""
 
 
 class RetrainRequest(_Contract):
@@ -383,6 +407,9 @@ _ADVICE: dict[OutcomeCode, str] = {
     "promotion: find out who or what writes to the registry, then ask for a retrain again.",
     "unknown_model": "Add the model under models: in the trainer's settings (an empty "
     "entry takes the defaults) if it should be retrained automatically.",
+    "incomplete_data": "The labelled examples the monitor wrote before asking are not "
+    "readable on the broker: check the labelled-examples topic (under-replicated "
+    "partitions, a broker away, retention), then ask for a retrain again.",
 }
 _CHAMPION_ADVICE = (
     "Compare the production model's features (its registry metadata) with what serving "
@@ -401,7 +428,8 @@ def retrain(
     """Answer one retrain request.
 
     ``examples`` are ``labelled-examples`` values (envelopes as dicts or JSON bytes),
-    at least those labelled within the request's :func:`training_window`; ``champion``
+    at least those labelled within the request's :func:`training_window`; their
+    iteration may raise :class:`IncompleteExamplesError` (rejected, escalated); ``champion``
     is the production model, if any; ``previous_requests`` the arrival times of the
     model's earlier requests and ``arrived_at`` this one's (default: the time the
     request states, for offline use), for the retrain budget. Nothing is trained when
@@ -424,7 +452,11 @@ def retrain(
         return _refused(request, settings, "retrain_budget", reason, champion)
 
     start, end = training_window(request, settings)
-    dataset = build_dataset(examples, request.data.model_id, start, end, settings)
+    try:
+        dataset = build_dataset(examples, request.data.model_id, start, end, settings)
+    except IncompleteExamplesError as exc:
+        reason = f"incomplete training data: {exc}"
+        return _refused(request, settings, "incomplete_data", reason, champion)
     if isinstance(dataset, InsufficientData):
         reason = f"too little data: {dataset.reason}"
         return Outcome(

@@ -10,7 +10,7 @@ from typing import Any, get_args
 import orjson
 import pytest
 
-from stream_monitor.core.events import InvalidRecordError, Output
+from stream_monitor.core.events import InvalidRecordError, Output, iso
 from stream_monitor.trainer.dataset import Dataset, FeatureSchema
 from stream_monitor.trainer.registry import ARTEFACT, HandledRequest, ModelRegistry, StoredModel
 from stream_monitor.trainer.settings import (
@@ -22,6 +22,7 @@ from stream_monitor.trainer.settings import (
 )
 from stream_monitor.trainer.training import (
     METRICS,
+    IncompleteExamplesError,
     build_estimator,
     handle_request,
     parse_request,
@@ -361,9 +362,13 @@ def test_request_window_bounds_the_examples() -> None:
 def _restated(req: Any, **fields: Any) -> Any:
     """``req`` with envelope fields or its window replaced, as a forged request would be."""
     body = json.loads(req.model_dump_json())
-    window = fields.pop("training_window", None)
-    if window is not None:
-        body["data"]["training_window"] = window
+    # Numbers in the contract are epoch milliseconds; the model holds seconds.
+    body["time"] = iso(req.time)
+    start, end = req.data.training_window.start, req.data.training_window.end
+    body["data"]["training_window"] = fields.pop(
+        "training_window", {"start": iso(start), "end": iso(end)}
+    )
+    body["data"].update(fields.pop("data", {}))
     return parse_request(json.dumps({**body, **fields}).encode())
 
 
@@ -442,3 +447,38 @@ def test_a_crash_between_registering_and_journalling_does_not_train_twice(
     assert registry.production_version("m") == 1
     assert registry.handled_request("m", req.id) == record
     assert _body(record.events[0])["data"]["candidate"]["version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("offsets", "message"),
+    [
+        ({"0": -1}, "must not be negative"),
+        ({"-1": 10}, "must not be negative"),
+        ({str(p): 1 for p in range(10_001)}, "more than 10000 partitions"),
+        ({"zero": 1}, "labelled_examples"),
+    ],
+)
+def test_a_request_naming_impossible_offsets_is_refused(
+    offsets: dict[str, int], message: str
+) -> None:
+    with pytest.raises(InvalidRecordError, match=message):
+        _restated(request(0, 299), data={"labelled_examples": offsets})
+
+
+def test_the_offsets_a_request_names_are_read_as_partition_numbers() -> None:
+    req = _restated(request(0, 299), data={"labelled_examples": {"1": 1234}})
+    assert req.data.labelled_examples == {1: 1234}
+    assert request(0, 299).data.labelled_examples is None  # an older monitor's request
+
+
+def test_examples_that_never_became_readable_reject_the_request() -> None:
+    def incomplete() -> Any:
+        yield from as_bytes(concept(50))
+        raise IncompleteExamplesError("partition 0 reaches offset 50, not the 300 named")
+
+    outcome = retrain(request(0, 299), incomplete(), None, SETTINGS)
+    assert (outcome.code, outcome.promote, outcome.candidate) == ("incomplete_data", False, None)
+    assert outcome.reason == (
+        "incomplete training data: partition 0 reaches offset 50, not the 300 named"
+    )
+    assert outcome.escalation == outcome.reason and outcome.advice
