@@ -177,10 +177,10 @@ def run_chaos(
     deadline = time.monotonic() + 300
     while not done():
         if trainer.poll() is not None:
-            raise SystemExit(f"the trainer exited with {trainer.returncode}: see {log}")
+            raise SystemExit(f"the trainer exited with {trainer.returncode}:\n{_tail(log)}")
         if time.monotonic() > deadline:
             trainer.kill()
-            raise SystemExit(f"not every request answered in 300 s: see {log}")
+            raise SystemExit(f"not every request answered in 300 s:\n{_tail(log)}")
         time.sleep(0.5)
     trainer.send_signal(signal.SIGTERM)
     trainer.wait(timeout=60)
@@ -236,6 +236,10 @@ def _kill_repeatedly(
         killed += 1
         in_window += _unjournalled(registry) > 0
     return killed, in_window
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _unjournalled(registry: ModelRegistry) -> int:

@@ -278,7 +278,10 @@ class ModelRegistry:
         requests = self._model_dir(model_id) / "requests"
         if not requests.is_dir():
             return []
-        return [_handled_request(p).requested_at for p in requests.glob("*.json")]
+        # Not the temporary files of a write a crash interrupted (pathlib's * matches
+        # names starting with a dot).
+        entries = (p for p in requests.glob("*.json") if not p.name.startswith(".tmp-"))
+        return [_handled_request(p).requested_at for p in entries]
 
     # ---- paths ---------------------------------------------------------------------
 

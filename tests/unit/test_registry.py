@@ -163,6 +163,9 @@ def test_handled_requests_journal(tmp_path: Path) -> None:
     assert sorted(registry.request_times("m")) == [1000.0, 2000.0]
     requests = tmp_path / "m" / "requests"
     assert sorted(p.name for p in requests.iterdir()) == [f"{record.request_id}.json", "r2.json"]
+    # A write a SIGKILL cut short leaves its temporary file: it is no request.
+    (requests / ".tmp-0123abcd-r3.json").write_text('{"request_id": "r3", "requ')
+    assert sorted(registry.request_times("m")) == [1000.0, 2000.0]
 
 
 @pytest.mark.parametrize("model_id", ["../escape", "a/b", "", ".hidden", "x" * 201])
