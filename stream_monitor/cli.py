@@ -61,6 +61,19 @@ def _parser() -> argparse.ArgumentParser:
         "on stderr and make the exit status 1.",
     )
     replay.add_argument("--config", type=Path, help="YAML settings file (default: defaults)")
+    replay.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a setting for this run, over the file and the environment "
+        "(repeatable), e.g. --set defaults.policy.min_accuracy_drop=0.05",
+    )
+    replay.add_argument(
+        "--summary",
+        action="store_true",
+        help="at the end, print on stderr what was read, joined and decided, per model",
+    )
     replay.add_argument("input", type=Path, help="JSONL file, or - for standard input")
 
     demo = commands.add_parser(
@@ -134,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return broker_main(args.args)
     try:
         settings = load_settings(getattr(args, "config", None))
+        if getattr(args, "set", None):
+            from stream_monitor.replay import apply_overrides
+
+            settings = apply_overrides(settings, args.set)
         references = load_references(settings)
     except ConfigError as exc:
         print(f"stream-monitor: {exc}", file=sys.stderr)
@@ -144,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         from stream_monitor.core.monitor import MonitorCore
 
-        return _replay(MonitorCore(settings, references), args.input)
+        return _replay(MonitorCore(settings, references), args.input, args.summary)
     if args.command == "simulate":
         return _simulate(settings, args)
     from stream_monitor.demo import run_demo
@@ -204,8 +221,8 @@ def _simulate(settings: MonitorSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(core: MonitorCore, path: Path) -> int:
-    from stream_monitor.replay import BadLine, replay
+def _replay(core: MonitorCore, path: Path, with_summary: bool = False) -> int:
+    from stream_monitor.replay import BadLine, ReplaySummary, replay
 
     try:
         source = sys.stdin.buffer if str(path) == "-" else path.open("rb")
@@ -213,13 +230,16 @@ def _replay(core: MonitorCore, path: Path) -> int:
         print(f"stream-monitor: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
     bad = 0
+    summary = ReplaySummary()
     with source:
-        for item in replay(core.settings, source, core):
+        for item in replay(core.settings, source, core, summary):
             if isinstance(item, BadLine):
                 bad += 1
                 print(f"{path}:{item.line}: skipped: {item.reason}", file=sys.stderr)
             else:
                 print(json.dumps(item, separators=(",", ":")))
+    if with_summary:
+        print(summary.text(), file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -40,14 +40,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kafka import KafkaConsumer
-from prometheus_client import start_http_server
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from stream_monitor.config import MonitorSettings, deep_merge
+from stream_monitor.config import MetricsServerSettings, MonitorSettings, deep_merge
 from stream_monitor.core.events import epoch_seconds, unbatch
 from stream_monitor.devbroker.broker import BrokerSettings, find_running, start, stop
+from stream_monitor.kafka.runner import start_endpoints
 from stream_monitor.kafka.service import MonitorService
 from stream_monitor.kafka.topics import ensure_topics
 from stream_monitor.metrics import MonitorMetrics
@@ -230,8 +230,18 @@ def run_demo(
 @contextmanager
 def _quiet_logs() -> Iterator[None]:
     """The display tells the story: the services' JSON logs would only interleave with
-    it. Their levels are restored afterwards (the demo also runs inside tests)."""
-    levels = {"stream_monitor": logging.WARNING, "kafka": logging.ERROR}
+    it. Their levels are restored afterwards (the demo also runs inside tests).
+
+    kafka-python logs an error with a traceback when a client is closed while its
+    network thread is still reading ("Error receiving network data closing socket"),
+    which happens as the demo stops its services and broker: harmless, and the
+    services' own failures reach the summary anyway. matplotlib announces its font cache
+    when it first draws."""
+    levels = {
+        "stream_monitor": logging.WARNING,
+        "kafka": logging.CRITICAL,
+        "matplotlib": logging.ERROR,
+    }
     previous = {name: logging.getLogger(name).level for name in levels}
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
@@ -341,10 +351,19 @@ class _Demo:
             f"Registry: {registry.root}"
         )
         metrics = MonitorMetrics()
-        if self.metrics_port:
-            start_http_server(self.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-            self.console.print(f"Monitor metrics: http://127.0.0.1:{self.metrics_port}/metrics")
         monitor = MonitorService(settings, metrics)
+        endpoints = None
+        if self.metrics_port:
+            endpoints = start_endpoints(
+                self.metrics_port,
+                metrics.registry,
+                monitor.health,
+                MetricsServerSettings(bind_address="127.0.0.1"),
+            )
+            self.console.print(
+                f"Monitor metrics: http://127.0.0.1:{self.metrics_port}/metrics "
+                "(and /healthz, /readyz)"
+            )
         trainer = TrainerService(trainer_settings, TrainerMetrics())
         app = ServingApp(settings, registry, stream)
         workers = [
@@ -362,6 +381,9 @@ class _Demo:
             trainer.stop.set()
             for worker in workers:
                 worker.join(timeout=30)
+            if endpoints is not None:
+                endpoints.shutdown()
+                endpoints.server_close()
         errors = tuple(f"{w.name}: {w.error!r}" for w in workers if w.error is not None)
         summary = self._summary(stream, description, app, errors, started)
         if summary.timeline is not None:

@@ -92,3 +92,49 @@ def test_an_unfixable_drift_ends_in_a_rejection_and_an_escalation(
     assert summary.ok and summary.exit_status == 0
     _timeline(summary)
     assert "as expected" in printed
+
+
+def test_the_command_prints_the_story_and_nothing_else(tmp_path: Path) -> None:
+    """`stream-monitor demo --scenario unfixable` as a new user runs it: its own broker,
+    started and stopped by the command, and matplotlib's font cache not built yet. The
+    output holds the display and the summary, no library log line or traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from stream_monitor.devbroker.broker import BrokerSettings, find_running, stop
+    from tests.integration.helpers import free_port
+
+    port = free_port()
+    environment = {
+        **os.environ,
+        "MPLCONFIGDIR": str(tmp_path / "matplotlib"),  # an empty cache: it gets built
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    command = [sys.executable, "-m", "stream_monitor.cli", "demo", "--scenario", "unfixable"]
+    try:
+        done = subprocess.run(
+            [
+                *command,
+                "--quick",
+                "--port",
+                str(port),
+                "--metrics-port",
+                "0",
+                "--output",
+                str(tmp_path / "run"),
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+    finally:
+        if find_running(BrokerSettings(port=port)) is not None:  # only if the run failed
+            stop(BrokerSettings(port=port))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Closed loop: unfixable" in done.stdout
+    for noise in ("Traceback", "Error receiving", "font", '"level"'):
+        assert noise not in output, f"{noise!r} in the demo's output:\n{output}"

@@ -182,7 +182,7 @@ def test_cli_replay_of_a_missing_input_exits_2(
     [
         (["--help"], "usage: stream-monitor [-h] COMMAND"),
         (["monitor", "--help"], "usage: stream-monitor monitor [-h] [--config CONFIG]"),
-        (["replay", "--help"], "usage: stream-monitor replay [-h] [--config CONFIG] input"),
+        (["replay", "--help"], "usage: stream-monitor replay [-h] [--config CONFIG]"),
     ],
 )
 def test_help_exits_0(argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]) -> None:
