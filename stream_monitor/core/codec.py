@@ -44,6 +44,7 @@ stream_monitor.core.codec.CodecError: cannot store a builtin_function_or_method:
 from __future__ import annotations
 
 import functools
+import math
 from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -159,8 +160,12 @@ def _plain(value: object, depth: int) -> object:
     return [OBJECT, name, _plain(state, depth + 1)]
 
 
+# Written as they are: no check, no call (most items are floats of detector windows).
+_SCALARS = frozenset((float, str, bool, type(None), bytes))
+
+
 def _items(values: Any, depth: int) -> list[object]:
-    return [_plain(v, depth) for v in values]
+    return [v if type(v) in _SCALARS else _plain(v, depth) for v in values]
 
 
 def _pairs(mapping: Any, depth: int) -> list[object]:
@@ -212,6 +217,9 @@ def loads(data: bytes) -> object:
         raise CodecError(f"state that does not restore: {type(exc).__name__}: {exc}") from None
 
 
+_READ_AS_IS = _SCALARS | {int}
+
+
 def _restored(node: object, depth: int) -> Any:
     if type(node) is not list:
         if isinstance(node, dict):  # MessagePack maps are never written
@@ -225,7 +233,7 @@ def _restored(node: object, depth: int) -> Any:
 
 
 def _read_items(node: list[Any], depth: int, start: int = 1) -> list[Any]:
-    return [_restored(v, depth) for v in node[start:]]
+    return [v if type(v) in _READ_AS_IS else _restored(v, depth) for v in node[start:]]
 
 
 def _read_pairs(node: list[Any], depth: int, start: int = 1) -> list[tuple[Any, Any]]:
@@ -285,7 +293,7 @@ def _read_ndarray(node: list[Any], depth: int) -> np.ndarray[Any, Any]:
     dtype, shape = _dtype(node[1]), node[2]
     if not all(type(n) is int and n >= 0 for n in shape):
         raise CodecError("an array shape must be non-negative integers")
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(node[3]):
+    if math.prod(shape) * dtype.itemsize != len(node[3]):
         raise CodecError("an array whose bytes do not match its shape")
     return np.frombuffer(node[3], dtype=dtype).reshape(shape).copy()
 
