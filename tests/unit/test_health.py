@@ -203,3 +203,18 @@ def test_a_port_in_use_stops_the_start_with_one_line(capsys: pytest.CaptureFixtu
     assert message.startswith(f"svc: cannot serve /metrics on 127.0.0.1:{port}")
     assert message.count("\n") == 1
     assert serve("svc", _Idle, CollectorRegistry(), _free_port(), server) == 0
+
+
+def test_the_compose_trainer_retrains_the_simulators_model() -> None:
+    """The trainer retrains only the models it lists: the stack's must include the one
+    the simulator writes, or every retrain request there would be rejected."""
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    listed = json.loads(
+        compose["services"]["trainer"]["environment"]["STREAM_MONITOR_TRAINER_MODELS"]
+    )
+    from stream_monitor.cli import _parser
+
+    simulated = _parser().parse_args(compose["services"]["simulator"]["command"])
+    assert simulated.model_id in listed
