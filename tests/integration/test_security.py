@@ -17,8 +17,9 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAuthorizationFailedError
 from prometheus_client import generate_latest
 
-from stream_monitor.config import KafkaSettings, MonitorSettings
+from stream_monitor.config import KafkaSettings, MonitorSettings, TopicSettings
 from stream_monitor.core.events import unbatch
+from stream_monitor.devbroker.broker import grant_service_acls
 from stream_monitor.kafka import acls
 from stream_monitor.kafka.topics import StartupError, assign_all, check_access, read_to_end
 from stream_monitor.metrics import MonitorMetrics
@@ -226,3 +227,32 @@ def test_mutual_tls(secured_broker: SecuredBroker) -> None:
     without_certificate = kafka.model_copy(update={"ssl_certfile": None, "ssl_keyfile": None})
     with pytest.raises(StartupError, match="may require a client certificate"):
         check_access(without_certificate)
+
+
+def test_the_dev_broker_grants_each_service_user_its_documented_acls(
+    secured_broker: SecuredBroker,
+) -> None:
+    from kafka.admin import (
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePatternFilter,
+        ResourceType,
+    )
+
+    grant_service_acls(secured_broker.settings)  # what `kafka-local start --security` does
+    admin = KafkaAdminClient(**secured_broker.admin)
+    try:
+        everything = ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)
+        found, _ = admin.describe_acls(
+            ACLFilter("User:serving", "*", ACLOperation.ANY, ACLPermissionType.ANY, everything)
+        )
+    finally:
+        admin.close()
+    held = {
+        (a.operation.name, a.resource_pattern.resource_name)
+        for a in found
+        if a.resource_pattern.resource_name in TopicSettings().model_dump().values()
+    }
+    assert held == {(g.operation, g.name) for g in acls.serving_grants(TopicSettings())}

@@ -11,6 +11,7 @@ from stream_monitor.devbroker.broker import (
     default_cache_dir,
     render_server_properties,
 )
+from stream_monitor.devbroker.security import DEV_USERS
 
 
 def _parse(text: str) -> dict[str, str]:
@@ -95,8 +96,58 @@ def test_default_cache_without_env(monkeypatch: pytest.MonkeyPatch) -> None:
         {"port": 9092, "controller_port": 9092},
         {"port": 65535},  # default controller port would be 65536
         {"heap": "lots"},
+        {"port": 9092, "mtls_port": 9094},  # a client-certificate listener needs sasl_ssl
+        {"port": 9092, "mtls_port": 9093, "security": "sasl_ssl"},  # the controller's
     ],
 )
 def test_invalid_settings_rejected(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         BrokerSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_secured_broker_properties(tmp_path: Path) -> None:
+    settings = BrokerSettings(
+        port=19094,
+        controller_port=19095,
+        mtls_port=19096,
+        security="sasl_ssl",
+        home=tmp_path,
+        java="java",
+    )
+    credentials = settings.credentials
+    assert credentials.directory == tmp_path / "security-19094"
+    credentials.ensure(settings.bootstrap_servers)
+    props = _parse(render_server_properties(settings, tmp_path / "data"))
+
+    assert props["listeners"] == (
+        "SASL_SSL://127.0.0.1:19094,MTLS://127.0.0.1:19096,CONTROLLER://127.0.0.1:19095"
+    )
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:19094,MTLS://127.0.0.1:19096"
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL"
+    )
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["listener.name.mtls.ssl.client.auth"] == "required"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin;User:ANONYMOUS"
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["ssl.keystore.location"] == str(credentials.keystore)
+    assert props["ssl.truststore.location"] == str(credentials.ca_file)
+    jaas = props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert f'password="{credentials.password("admin")}"' in jaas
+
+    # Users' passwords differ, are private, and the env files name them by file only.
+    passwords = {user: credentials.password(user) for user in DEV_USERS}
+    assert len(set(passwords.values())) == len(DEV_USERS)
+    for user, password in passwords.items():
+        assert credentials.password_file(user).stat().st_mode & 0o077 == 0
+        env = credentials.env_file(user).read_text()
+        assert password not in env
+        assert f"STREAM_MONITOR_KAFKA__SASL_USERNAME={user}" in env
+    keystore = credentials.keystore.read_text()
+    assert keystore.startswith("-----BEGIN PRIVATE KEY-----") and "CERTIFICATE" in keystore
+    # Made once: a second call keeps the users' passwords (the broker was formatted with them).
+    credentials.ensure(settings.bootstrap_servers)
+    assert {user: credentials.password(user) for user in DEV_USERS} == passwords
