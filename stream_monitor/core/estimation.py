@@ -27,7 +27,9 @@ sampling and the reference's, $n_0$ pairs), so a drop is confirmed when
 
 $$z = \frac{\mu_0 - \hat a}{s_0 \sqrt{1/n + 1/n_0}} > z_{1-\alpha}$$
 
-with $\alpha$ the Bonferroni share of one test in the version's false-alarm budget
+($s_0^2$ replaced by the window's own variance where that is larger, so scores that
+did not vary in the reference cannot make any drop infinitely significant), with
+$\alpha$ the Bonferroni share of one test in the version's false-alarm budget
 (``features.expected_run_time``, shared with the feature tests, see
 :func:`~stream_monitor.core.distribution.bonferroni_alpha`). As with the feature
 tests, a drop opens one episode; it re-arms when the test's p-value is back above
@@ -548,9 +550,10 @@ class PerformanceEstimator:
         return dataclasses.replace(estimate, precision=precision, recall=recall, f1=f1, roc_auc=auc)
 
     def _test(self, accuracy: float, other_tests: int) -> EstimateSignal | None:
-        scale = math.sqrt(
-            self.reference_variance * (1.0 / self.window_size + 1.0 / self.calibration_size)
-        )
+        # The window's own variance where larger: the same on a stationary stream, and
+        # scores that were constant in the reference cannot make every drop infinite.
+        variance = max(self.reference_variance, float(self.confidence.var()))
+        scale = math.sqrt(variance * (1.0 / self.window_size + 1.0 / self.calibration_size))
         drop = self.reference - accuracy
         z = drop / scale if scale > 0 else (math.inf if drop > 0 else 0.0)
         alpha = dist.bonferroni_alpha(self.expected_run_time, self.test_every, other_tests + 1)
