@@ -101,7 +101,6 @@ def allowlist() -> dict[str, type[Any]]:
         features._CategoricalGroup,
         estimation.PerformanceEstimator,
         estimation.Calibrator,
-        estimation.WindowEstimate,
         estimation.Comparison,
         ModelSettings,
         PerformanceSettings,
