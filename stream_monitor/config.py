@@ -262,6 +262,18 @@ class PerformanceSettings(StrictModel):
         description="Forgetting factor; river's 0.9999 made the statistic wander into "
         "false alarms on long stationary streams.",
     )
+    reference_size: int = Field(
+        500,
+        ge=30,
+        description="Regression: first errors of a version whose MAE scales the errors the "
+        "detectors see, so they behave alike whatever the target's units.",
+    )
+    error_clip: float = Field(
+        4.0,
+        gt=0,
+        description="Regression: errors are divided by this many reference MAEs and clipped "
+        "at 1 before the detectors (ADWIN's bound is written for values in [0, 1]).",
+    )
 
 
 class FeatureDriftSettings(StrictModel):
@@ -303,6 +315,26 @@ class FeatureDriftSettings(StrictModel):
     recovery_p_value: float = Field(
         0.05, gt=0, lt=1, description="A drifted column re-arms when its tests' p exceed this."
     )
+    breakage_missing_share: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Broken pipeline: an input missing in at least this share of the window "
+        "(and in at most half of the reference).",
+    )
+    breakage_scale_factor: float = Field(
+        10.0,
+        gt=1,
+        description="Broken pipeline: a numeric input whose spread around the reference "
+        "median grew or shrank by this factor (a unit change).",
+    )
+    breakage_unseen_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Broken pipeline: a categorical input with at least this share of values "
+        "never seen in the reference (renamed categories).",
+    )
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> FeatureDriftSettings:
@@ -316,30 +348,61 @@ class FeatureDriftSettings(StrictModel):
 
 
 class PolicySettings(StrictModel):
+    """How signals become decisions (see ``core/policy.py`` and docs/decisions.md)."""
+
     min_labelled: int = Field(
         200, ge=0, description="Joined events per version before a drift can ask for a retrain."
     )
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="Confidence of the intervals around before, after and the change; "
+        "severities are decided on the conservative end of the change's interval.",
+    )
+    min_observations: int = Field(
+        100,
+        ge=2,
+        description="Labelled events on each side of a change (before and after) below "
+        "which no decision is taken: the signal waits for more labels.",
+    )
+    max_wait_labels: int = Field(
+        5000,
+        ge=0,
+        description="Labels an unclear performance signal waits for before it is settled "
+        "as a warning (or a retrain, if its drop is real but its size still unclear).",
+    )
     min_accuracy_drop: float = Field(
-        0.02,
+        0.01,
         ge=0,
         le=1,
-        description="Estimated drop that asks for a retrain; estimates at first alarm are low.",
+        description="Classification: the accuracy drop's lower confidence bound that asks "
+        "for a retrain.",
     )
-    critical_accuracy_drop: float = Field(0.25, gt=0, le=1)
-    min_mae_increase: float = Field(0.1, ge=0, description="Relative, 0.1 = +10 %.")
-    critical_mae_increase: float = Field(1.0, gt=0, description="Relative, 1.0 = doubled.")
+    critical_accuracy_drop: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Classification: the accuracy drop's lower confidence bound beyond "
+        "which retraining is not trusted: a human is paged.",
+    )
+    min_mae_increase: float = Field(
+        0.1, ge=0, description="Regression: lower bound of the relative MAE increase (0.1 = +10 %)."
+    )
+    critical_mae_increase: float = Field(
+        1.0, gt=0, description="Regression: lower bound that pages a human (1.0 = doubled)."
+    )
+    retrain_budget: int = Field(
+        2,
+        ge=1,
+        description="Retrain requests per model version; a further drift of a version that "
+        "is still serving after that many (retrains rejected or not helping) escalates.",
+    )
     cooldown_seconds: float = Field(3600.0, ge=0, description="Event time between episodes.")
     feature_drift_severity: Literal["warning", "drift"] = Field(
         "warning",
         description="Feature or prediction drift alone: a warning, or a drift that asks "
-        "for a retrain. With a recent performance signal it is always a drift.",
-    )
-    critical_feature_share: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="Share of monitored input features drifting at once (two or more) "
-        "that escalates.",
+        "for a retrain. With a real performance drop it is always a drift.",
     )
     retrain_after_labels: int = Field(
         500,

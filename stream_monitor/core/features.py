@@ -72,8 +72,10 @@ _RESERVED = (PREDICTION, SCORE_PREFIX)  # column names that are not input featur
 MIN_EXPECTED = 5
 
 Task = Literal["classification", "regression"]
-Kind = Literal["numeric", "categorical", "missing", "unseen", "prediction", "score"]
-TestName = Literal["ks", "chi2", "adwin", "missing", "unseen"]
+Kind = Literal[
+    "numeric", "categorical", "missing", "unseen", "prediction", "score", "breakage", "schema"
+]
+TestName = Literal["ks", "chi2", "adwin", "missing", "unseen", "breakage", "schema"]
 Role = Literal["input", "prediction", "score"]
 FeatureValue = float | int | str | None
 BoolArray = NDArray[np.bool_]
@@ -108,6 +110,9 @@ class FeatureSignal:
     p_value: float | None
     psi: float | None
     observations: int
+    detail: str | None = None
+    """What a broken pipeline or a schema change looks like (kinds ``breakage`` and
+    ``schema``): a sentence for the escalation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +238,25 @@ class _NumericGroup:
         self.last_cut = np.full(k, -np.inf)  # when ADWIN last found a change
         self.missing_drifted = np.zeros(k, dtype=bool)
         self.last: dict[str, dist.FloatArray] = {}
+        # Broken-pipeline signatures: spread around the reference median (robust: MAD,
+        # or the standard deviation of a column with too many ties for one), the share
+        # of the most frequent value, and the spread of each block of the window.
+        self.median = np.array([np.median(r) if len(r) else 0.0 for r in self.sorted])
+        mad = np.array(
+            [
+                np.median(np.abs(r - m)) if len(r) else 0.0
+                for r, m in zip(self.sorted, self.median, strict=True)
+            ]
+        )
+        self.shrink_on = mad > 0
+        self.spread = np.where(mad > 0, 1.4826 * mad, self.std)
+        self.top_share = np.array([_top_share(r) for r in self.sorted])
+        self.block_spread = np.full((k, max(width // self.block, 1)), np.nan)
+        self.block_position = 0
+        self.broken = np.zeros(k, dtype=bool)
+        self.breakage = _Breakage(
+            s.breakage_missing_share, s.breakage_scale_factor, s.breakage_unseen_share
+        )
 
     def _ks_steps(self) -> dist.FloatArray:
         cdf = np.zeros((len(self.columns), 2 * self.size + 1))
@@ -275,6 +299,9 @@ class _NumericGroup:
         self.fired[:] = False
 
     def insert(self, values: dist.FloatArray) -> None:
+        spread = 1.4826 * _row_medians(np.abs(values - self.median[:, None]))
+        self.block_spread[:, self.block_position] = spread
+        self.block_position = (self.block_position + 1) % self.block_spread.shape[1]
         codes = dist.rank_codes_by_row(self.padded, values, self.size)
         where = _ring(self.position, values.shape[1], self.window.shape[1])
         self.window[:, where] = codes
@@ -342,6 +369,42 @@ class _NumericGroup:
         for j in _transition(self.missing_drifted, missing_hit, missing_calm):
             rate = self.test_stats(j)["missing"]
             signals.append(_signal(self.columns[j], "missing", "missing", rate, None, observations))
+        return signals + self._breakages(codes, valid, observations)
+
+    def _breakages(
+        self, codes: dist.IntArray, valid: dist.FloatArray, observations: int
+    ) -> list[FeatureSignal]:
+        """Signatures of a broken pipeline: most values missing, a scale moved by orders
+        of magnitude (a unit change), a constant where the reference varied."""
+        s, width = self.breakage, self.window.shape[1]
+        inputs = np.array([c.role == "input" for c in self.columns])
+        missing_share = 1.0 - valid / width
+        ratio = _row_medians(self.block_spread) / np.where(self.spread > 0, self.spread, np.nan)
+        enough = valid >= self.min_valid
+        last_valid = codes[np.arange(len(codes)), np.maximum(valid.astype(np.int64) - 1, 0)]
+        constant = enough & (codes[:, 0] == last_valid) & (self.top_share <= _VARIED)
+        with np.errstate(invalid="ignore"):
+            grown = enough & (ratio >= s.scale_factor)
+            shrunk = enough & self.shrink_on & (ratio <= 1.0 / s.scale_factor)
+        missing = (missing_share >= s.missing_share) & (self.missing_reference <= self.size / 2)
+        hit = inputs & (missing | grown | shrunk | constant)
+        signals = []
+        for j in _transition(self.broken, hit, ~hit):
+            name = self.columns[j].name
+            if missing[j]:
+                detail = f"{name} is missing in {missing_share[j]:.0%} of the window"
+                score, threshold = float(missing_share[j]), s.missing_share
+            elif constant[j]:
+                detail = f"{name} is constant where the reference varied"
+                score, threshold = 1.0, _VARIED
+            else:
+                detail = f"{name}'s spread moved by a factor {ratio[j]:.3g} (a unit change?)"
+                score, threshold = float(ratio[j]), s.scale_factor
+            signals.append(
+                FeatureSignal(
+                    name, "breakage", "breakage", score, threshold, None, None, observations, detail
+                )
+            )
         return signals
 
     def _adwin_round(self, observations: int) -> tuple[BoolArray, BoolArray]:
@@ -425,6 +488,38 @@ class _NumericGroup:
 
 
 _DISTRIBUTION_TESTS: tuple[TestName, ...] = ("ks", "chi2", "adwin")
+
+
+@dataclass(frozen=True, slots=True)
+class _Breakage:
+    """The broken-pipeline thresholds of :class:`FeatureDriftSettings`."""
+
+    missing_share: float
+    scale_factor: float
+    unseen_share: float
+
+
+_VARIED = 0.95
+"""A column varied in its reference when its most frequent value had at most this share."""
+
+
+def _row_medians(values: dist.FloatArray) -> dist.FloatArray:
+    """Median of each row's non-NaN values (NaN for a row without any), silently."""
+    ordered = np.sort(values, axis=1)  # NaN last
+    count = np.count_nonzero(~np.isnan(ordered), axis=1)
+    rows = np.arange(len(values))
+    low = ordered[rows, np.maximum((count - 1) // 2, 0)]
+    high = ordered[rows, np.maximum(count // 2, 0)]
+    medians: dist.FloatArray = np.where(count > 0, (low + high) / 2.0, np.nan)
+    return medians
+
+
+def _top_share(sorted_values: dist.FloatArray) -> float:
+    """Share of the most frequent value among sorted values (1 for none)."""
+    if len(sorted_values) == 0:
+        return 1.0
+    _, counts = np.unique(sorted_values, return_counts=True)
+    return float(counts.max() / len(sorted_values))
 
 
 def _p_or(stats: Statistic, default: float) -> float:
@@ -520,6 +615,14 @@ class _CategoricalGroup:
         self.unseen_drifted = np.zeros(k, dtype=bool)
         self.missing_drifted = np.zeros(k, dtype=bool)
         self.last: dict[str, dist.FloatArray] = {}
+        valid_reference = np.maximum(n - self.missing_reference, 1)
+        self.kept_cell = np.arange(self.cells) < self.kept[:, None]
+        self.top_share = (counts[:, : self.cells] * self.kept_cell).max(axis=1) / valid_reference
+        self.singleton_share = self.singletons / valid_reference
+        self.broken = np.zeros(k, dtype=bool)
+        self.breakage = _Breakage(
+            s.breakage_missing_share, s.breakage_scale_factor, s.breakage_unseen_share
+        )
 
     def _cell_counts(self, table: dist.IntArray) -> dist.FloatArray:
         """Chi-square cells from a code table: unseen values join the rest."""
@@ -582,7 +685,7 @@ class _CategoricalGroup:
             (self.unseen_drifted, unseen >= self.unseen_high, unseen < self.unseen_calm, "unseen"),
             (self.missing_drifted, missing_hit, missing_calm, "missing"),
         )
-        signals = []
+        signals = self._breakages(table, observations)
         for state, hit, calm, test in slots:
             for j in _transition(state, hit, calm):
                 column = self.columns[j]
@@ -592,6 +695,41 @@ class _CategoricalGroup:
                     kind, psi = column.kind("categorical"), self.psi(j)
                 stats = self.test_stats(j)[test]
                 signals.append(_signal(column, kind, test, stats, psi, observations))
+        return signals
+
+    def _breakages(self, table: dist.IntArray, observations: int) -> list[FeatureSignal]:
+        """Signatures of a broken pipeline: most values missing, most values never seen
+        (renamed categories), a constant where the reference varied."""
+        s, width = self.breakage, self.window.shape[1]
+        inputs = np.array([c.role == "input" for c in self.columns])
+        missing_share = table[:, -1] / width
+        valid = width - table[:, -1]
+        unseen_share = table[:, -2] / np.maximum(valid, 1)
+        enough = valid >= MIN_EXPECTED * 10
+        missing = (missing_share >= s.missing_share) & (self.missing_reference <= self.size / 2)
+        unseen = (
+            enough & (unseen_share >= s.unseen_share) & (self.singleton_share < s.unseen_share / 2)
+        )
+        top = (table[:, : self.cells] * self.kept_cell).max(axis=1)
+        constant = enough & (top == valid) & (self.top_share <= _VARIED)
+        hit = inputs & (missing | unseen | constant)
+        signals = []
+        for j in _transition(self.broken, hit, ~hit):
+            name = self.columns[j].name
+            if missing[j]:
+                detail = f"{name} is missing in {missing_share[j]:.0%} of the window"
+                score, threshold = float(missing_share[j]), s.missing_share
+            elif unseen[j]:
+                detail = f"{unseen_share[j]:.0%} of {name}'s values were never seen (renamed?)"
+                score, threshold = float(unseen_share[j]), s.unseen_share
+            else:
+                detail = f"{name} is constant where the reference varied"
+                score, threshold = 1.0, _VARIED
+            signals.append(
+                FeatureSignal(
+                    name, "breakage", "breakage", score, threshold, None, None, observations, detail
+                )
+            )
         return signals
 
     def psi(self, j: int) -> float:
@@ -659,8 +797,10 @@ class FeatureDriftTracker:
     seen in the reference (by name) and the class scores, up to ``max_features``
     (:attr:`unmonitored` counts the rest). A column is categorical if any of its
     reference values is text (and the prediction of a classifier is), numeric
-    otherwise; text in a numeric column later counts as missing. Features that first
-    appear after the reference are not monitored until the next version's reference.
+    otherwise; text in a numeric column later counts as missing. A feature that first
+    appears after the reference has nothing to be compared with: it is counted in
+    :attr:`unmonitored` and raises one ``schema`` signal (a schema change), and it is
+    monitored from the next version's reference on.
 
     The tracker is plain Python and numpy, and pickles as a whole.
 
@@ -706,6 +846,8 @@ class FeatureDriftTracker:
         self._numeric: _NumericGroup | None = None
         self._categorical: _CategoricalGroup | None = None
         self._ready = False
+        self._known: list[str] = []
+        """Input feature names seen so far: the reference's, then late ones."""
 
     @property
     def ready(self) -> bool:
@@ -732,7 +874,7 @@ class FeatureDriftTracker:
         if not self._ready:
             self._build(events)
             return []
-        signals: list[FeatureSignal] = []
+        signals = self._new_features(events)
         if self._numeric is not None:
             self._numeric.insert(_floats(self._numeric.columns, events))
             signals += self._numeric.round(self.observations)
@@ -741,8 +883,34 @@ class FeatureDriftTracker:
             signals += self._categorical.round(self.observations)
         return signals
 
+    def _new_features(self, events: _Events) -> list[FeatureSignal]:
+        """Input features that first appear after the reference: not tested (they have
+        no reference), counted in :attr:`unmonitored`, each reported once as a schema
+        change."""
+        new = sorted(set().union(*events.features).difference(self._known))
+        if not new:
+            return []
+        self._known += new
+        self.unmonitored += len(new)
+        count = len(events.features)
+        return [
+            FeatureSignal(
+                name,
+                "schema",
+                "schema",
+                sum(name in f for f in events.features) / count,
+                None,
+                None,
+                None,
+                self.observations,
+                f"{name} is an input feature that the reference does not have",
+            )
+            for name in new
+        ]
+
     def _build(self, events: _Events) -> None:
         names: set[str] = set().union(*events.features)
+        self._known = sorted(names)
         classes: set[str] = set().union(*(s for s in events.scores if s))
         columns = [_Column(PREDICTION, "prediction", None)]
         columns += [_Column(name, "input", name) for name in sorted(names)]
@@ -810,8 +978,8 @@ class FeatureDriftTracker:
 
 def _states(group: _NumericGroup | _CategoricalGroup) -> tuple[BoolArray, ...]:
     if isinstance(group, _NumericGroup):
-        return group.drifted, group.missing_drifted
-    return group.drifted, group.unseen_drifted, group.missing_drifted
+        return group.drifted, group.missing_drifted, group.broken
+    return group.drifted, group.unseen_drifted, group.missing_drifted, group.broken
 
 
 def _any_drifted(group: _NumericGroup | _CategoricalGroup, j: int) -> bool:

@@ -41,6 +41,7 @@ from stream_monitor.core.events import (
     parse_record,
 )
 from stream_monitor.core.features import FeatureDriftTracker, FeatureSignal, FeatureStats
+from stream_monitor.core.intervals import ErrorSample, metric_interval
 from stream_monitor.core.join import DropReason, Joined, LabelJoin, PendingKind
 from stream_monitor.core.performance import (
     PerformanceSignal,
@@ -138,9 +139,9 @@ class VersionState:
     an episode the trainer has seen, while a replay of the same input repeats it."""
     episodes: EpisodeState = field(default_factory=EpisodeState)
     labelled: int = 0
-    suspect: tuple[float, int] | None = None
-    """After an ADWIN cut judged too small: (the error before it, the observation until
-    which its window is followed), see ``MonitorCore._follow_up``."""
+    wait_until: int = 0
+    """While a performance signal waits for labels (``tracker.following``): the
+    observation at which it is settled, see ``MonitorCore._follow_up``."""
     deferred_request: tuple[int, dict[str, Any]] | None = None
     """A decided retrain request waiting for labels after the drift: (due at this many
     labelled events, its data)."""
@@ -352,6 +353,7 @@ class MonitorCore:
             version.episodes,
             len(version.features.drifted_features()),
             version.features.monitored_inputs,
+            [s.detail for s in signals if s.detail is not None],
             prediction.timestamp,
         )
         for signal in signals:
@@ -397,12 +399,9 @@ class MonitorCore:
             version.deferred_request = None
         signals = version.tracker.update(error)
         for signal in signals:
-            decision = self._decide(model, version, joined, signal, outputs)
-            if signal.detector == "adwin" and decision.severity == "warning":
-                until = signal.observations + model.settings.performance.window_size
-                version.suspect = (signal.error_before, until)
-        if version.suspect is not None and not signals:
-            self._follow_up(model, version, version.suspect, joined, outputs)
+            self._decide(model, version, joined, signal, outputs)
+        if version.tracker.following and not signals:
+            self._follow_up(model, version, joined, outputs)
         return outputs
 
     def _decide(
@@ -412,45 +411,47 @@ class MonitorCore:
         joined: Joined,
         signal: PerformanceSignal,
         outputs: list[Output],
-        only_if_acting: bool = False,
+        final: bool = False,
     ) -> Decision:
-        """Ask the policy about a signal and emit what it decided (with
-        ``only_if_acting``: only a drift or a critical, nothing for a lesser signal)."""
+        """Ask the policy about a signal and emit what it decided. A signal whose change
+        is unclear is followed up (one drift event says so; a later detector signal
+        takes its place silently); a settled one ends the follow-up."""
+        tracker = version.tracker
         decision = decide(
             model.settings.policy,
             version.episodes,
-            version.tracker.task,
+            tracker.task,
             signal,
             version.labelled,
             joined.label.timestamp,
+            final,
         )
-        if only_if_acting and decision.severity not in ("drift", "critical"):
+        followed = tracker.following
+        if decision.waiting:
+            tracker.follow(signal)
+            if not followed:
+                version.wait_until = tracker.observations + model.settings.policy.max_wait_labels
+        elif decision.severity != "info" or signal.detector == "adwin":
+            # Settled; an ADWIN cut towards fewer errors ends a rise being followed too.
+            tracker.stop_following()
+        if decision.waiting and followed:
             return decision
         self._signals[signal.detector, decision.severity] += 1
         outputs.extend(_decision_outputs(model, version, joined, signal, decision))
         return decision
 
     def _follow_up(
-        self,
-        model: ModelState,
-        version: VersionState,
-        suspect: tuple[float, int],
-        joined: Joined,
-        outputs: list[Output],
+        self, model: ModelState, version: VersionState, joined: Joined, outputs: list[Output]
     ) -> None:
-        """ADWIN cuts as soon as the change is significant, when its kept window still
-        holds mostly old errors, so the change it first shows is too small to act on.
-        For one window after such a cut the kept window's mean is compared with the error
-        before the cut at every label; the policy decides again once that is enough."""
-        baseline, until = suspect
+        """Detectors fire as soon as a change is significant, often when few labels
+        after it are in: the policy then waits. At every later label the followed signal
+        (its after grown by the new errors) is decided again, silently until the
+        decision is settled, and settled at the latest after ``max_wait_labels``."""
         tracker = version.tracker
-        if tracker.observations > until:
-            version.suspect = None
-            return
-        follow = PerformanceSignal("adwin", baseline, tracker.adwin_error, tracker.observations)
-        decision = self._decide(model, version, joined, follow, outputs, only_if_acting=True)
-        if decision.severity in ("drift", "critical"):
-            version.suspect = None
+        signal = tracker.followed()
+        assert signal is not None
+        final = tracker.observations >= version.wait_until
+        self._decide(model, version, joined, signal, outputs, final)
 
     def _dead_letter(
         self, topic: InputTopic, key: bytes | None, value: bytes, exc: InvalidRecordError
@@ -633,15 +634,26 @@ def _decision_outputs(
     task = version.tracker.task
     metric = "accuracy" if task == "classification" else "mae"
 
+    confidence = model.settings.policy.confidence
+
     def as_metric(error: float) -> float:
         return 1.0 - error if task == "classification" else error
+
+    def interval(sample: ErrorSample) -> list[float]:
+        return list(metric_interval(sample, task == "classification", confidence))
 
     evidence = {
         "detector": signal.detector,
         "metric": metric,
         "before": as_metric(signal.error_before),
+        "before_observations": signal.before.count,
+        "before_interval": interval(signal.before),
         "after": as_metric(signal.error_after),
+        "after_observations": signal.after.count,
+        "after_interval": interval(signal.after),
+        "confidence": confidence,
         "change": decision.change,
+        "change_interval": list(decision.interval) if decision.interval else None,
         "windowed": version.tracker.windowed_metric,
         "window_size": model.settings.performance.window_size,
         "observations": signal.observations,
@@ -649,9 +661,9 @@ def _decision_outputs(
         "detected_at": iso(now),
     }
     advice = (
-        f"{metric} moved from {evidence['before']:.4g} to {evidence['after']:.4g}, "
-        "beyond what automatic retraining should handle: check the input data and "
-        "upstream changes for this model before retraining."
+        f"{metric} moved from {evidence['before']:.4g} (n={signal.before.count}) to "
+        f"{evidence['after']:.4g} (n={signal.after.count}): {decision.reason}. Check the "
+        "input data, upstream changes and the last retrains of this model."
     )
     signal_id = ("performance", signal.detector, signal.observations)
     return _signal_events(
@@ -725,6 +737,7 @@ def _feature_outputs(
                 "threshold": s.threshold,
                 "p_value": s.p_value,
                 "psi": s.psi,
+                "detail": s.detail,
             }
             for s in signals
         ],
@@ -735,9 +748,9 @@ def _feature_outputs(
         "detected_at": iso(now),
     }
     advice = (
-        f"{len(drifted)} of {version.features.monitored_inputs} input features moved at once "
-        f"({', '.join(drifted[:10])}): look for an upstream change (a schema, a unit, a "
-        "pipeline) before retraining on this data."
+        f"{decision.reason}. {len(drifted)} of {version.features.monitored_inputs} input "
+        "features drift now. Retraining cannot fix a broken input: look for the upstream "
+        "change (a schema, a unit, a pipeline) first."
     )
     kind = (
         "feature" if any(s.kind not in ("prediction", "score") for s in signals) else "prediction"
