@@ -434,8 +434,8 @@ class MonitorCore:
         elif decision.severity != "info" or signal.detector == "adwin":
             # Settled; an ADWIN cut towards fewer errors ends a rise being followed too.
             tracker.stop_following()
-        if decision.waiting and followed:
-            return decision
+        if decision.waiting and followed and decision.action == "none":
+            return decision  # still waiting: nothing new to say
         self._signals[signal.detector, decision.severity] += 1
         outputs.extend(_decision_outputs(model, version, joined, signal, decision))
         return decision

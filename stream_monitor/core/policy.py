@@ -11,10 +11,11 @@ With $[L, U]$ that interval, $m$ the minimum change and $c$ the critical one:
 * the point change is not positive: ``info``;
 * $L \ge c$: ``critical``, a human is paged (the drop is beyond what retraining is
   trusted with);
-* $L \ge m$ and $U < c$: ``drift``, one retrain request per episode;
+* $L \ge m$: ``drift``, one retrain request per episode (while $U \ge c$ the signal is
+  still followed: it may yet prove critical);
 * $U < m$: ``warning`` (too small to act on);
 * otherwise the change is unclear: ``warning``, waiting; once ``max_wait_labels``
-  labels have come it is settled: ``drift`` if $L \ge m$, else ``warning``.
+  labels have come it is settled as a ``warning``.
 
 **Inputs.** Feature or prediction drift alone is a ``warning`` (labels will tell whether
 the model suffers), a ``drift`` with a real performance drop, and ``critical`` only for
@@ -30,7 +31,7 @@ next drift instead of asking again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from stream_monitor.config import PolicySettings
@@ -134,9 +135,11 @@ def decide(
     if change.low >= critical:
         reason = f"{span}: even its lower bound is beyond {critical:g}"
         return _act(settings, state, "critical", now, change.value, reason, interval)
-    if change.low >= minimum and (change.high < critical or final):
+    if change.low >= minimum:
         reason = f"{span}: its lower bound is at least {minimum:g}"
-        return _act(settings, state, "drift", now, change.value, reason, interval)
+        decision = _act(settings, state, "drift", now, change.value, reason, interval)
+        # Retrain now; while the drop may still prove critical, keep following it.
+        return replace(decision, waiting=change.high >= critical and not final)
     if change.high < minimum:
         return warning(f"{span}: below {minimum:g} even at its upper bound")
     if final:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -228,3 +228,75 @@ def test_reset_ends_the_episodes() -> None:
     assert [s.feature for s in _run(tracker, _events(rng, 1000, 2, shift={1: 2.0}))] == ["f1"]
     tracker.reset()
     assert [s.feature for s in _run(tracker, _events(rng, 100, 2, shift={1: 2.0}))] == ["f1"]
+
+
+# ---- what retraining cannot fix: a broken pipeline, a schema change ------------------
+
+
+def _broken(
+    change: Callable[[dict[str, FeatureValue]], None], shift: dict[int, float] | None = None
+) -> list[FeatureSignal]:
+    """The breakage and schema signals of 3,000 normal events, then 2,000 changed ones."""
+    rng = np.random.default_rng(21)
+    tracker = FeatureDriftTracker(FeatureDriftSettings(), "classification")
+    assert _run(tracker, _events(rng, 3000, 4)) == []
+    signals = []
+    for features, prediction, scores in _events(rng, 2000, 4, shift=shift):
+        change(features)
+        signals += tracker.update(features, prediction, scores)
+    return [s for s in signals if s.kind in ("breakage", "schema")]
+
+
+def _scale(name: str, factor: float) -> Callable[[dict[str, FeatureValue]], None]:
+    def change(features: dict[str, FeatureValue]) -> None:
+        value = features[name]
+        assert isinstance(value, float)
+        features[name] = value * factor
+
+    return change
+
+
+@pytest.mark.parametrize("factor", [1000.0, 0.001])
+def test_a_unit_change_is_a_broken_pipeline(factor: float) -> None:
+    signals = _broken(_scale("f2", factor))
+    assert [(s.feature, s.test) for s in signals] == [("f2", "breakage")]
+    assert signals[0].detail is not None and "unit change" in signals[0].detail
+
+
+def test_a_feature_gone_missing_is_a_broken_pipeline() -> None:
+    signals = _broken(lambda features: features.update(f1=None))
+    assert [s.feature for s in signals] == ["f1"]
+    assert signals[0].detail is not None and "missing in" in signals[0].detail
+    assert signals[0].observations <= 3000 + 500
+
+
+def test_renamed_categories_are_a_broken_pipeline() -> None:
+    signals = _broken(lambda features: features.update(colour=str(features["colour"]).upper()))
+    assert [s.feature for s in signals] == ["colour"]
+    assert signals[0].detail is not None and "never seen" in signals[0].detail
+
+
+def test_a_constant_where_the_reference_varied_is_a_broken_pipeline() -> None:
+    signals = _broken(lambda features: features.update(f0=0.25, colour="red"))
+    assert sorted(s.feature for s in signals) == ["colour", "f0"]
+    assert all(s.detail is not None and "constant" in s.detail for s in signals)
+
+
+def test_a_covariate_shift_is_no_broken_pipeline() -> None:
+    # Every input moves by one standard deviation: drift, not breakage.
+    assert _broken(lambda features: None, shift={0: 1.0, 1: -1.0, 2: 1.0, 3: 0.5}) == []
+
+
+def test_a_feature_that_arrives_late_is_unmonitored_and_a_schema_change() -> None:
+    rng = np.random.default_rng(22)
+    tracker = FeatureDriftTracker(FeatureDriftSettings(), "classification")
+    _run(tracker, _events(rng, 2000, 3))
+    assert tracker.unmonitored == 0
+    signals = []
+    for i, (features, prediction, scores) in enumerate(_events(rng, 1000, 3)):
+        features["late"] = float(i)
+        signals += tracker.update(features, prediction, scores)
+    assert [(s.feature, s.kind) for s in signals] == [("late", "schema")]
+    assert signals[0].detail is not None and "reference does not have" in signals[0].detail
+    assert tracker.unmonitored == 1
+    assert "late" not in tracker.feature_stats()

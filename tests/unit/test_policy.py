@@ -153,12 +153,16 @@ def test_an_unclear_drop_waits_and_is_decided_once_clear() -> None:
     assert (later.severity, later.action, later.waiting) == ("drift", "retrain", False)
 
 
-def test_a_real_drop_of_unclear_size_is_a_retrain_once_the_wait_runs_out() -> None:
+def test_a_real_drop_that_may_be_critical_retrains_and_is_still_followed() -> None:
     # A drop of 0.26: surely beyond 1 point, not surely beyond the critical 0.25.
     state = EpisodeState()
-    assert _decide(state, 0.05, 0.31, n_after=500).waiting
-    decision = _decide(state, 0.05, 0.31, n_after=500, final=True)
-    assert (decision.severity, decision.action) == ("drift", "retrain")
+    first = _decide(state, 0.05, 0.31, n_after=500)
+    assert (first.action, first.waiting) == ("retrain", True)
+    settled = _decide(state, 0.05, 0.31, n_after=500, final=True)
+    assert (settled.severity, settled.action, settled.waiting) == ("drift", "none", False)
+    # With more labels its lower bound passes the critical drop: paged, same episode.
+    worse = _decide(state, 0.05, 0.36, n_after=3000)
+    assert (worse.action, worse.episode) == ("escalate", 1)
 
 
 def test_drop_with_enough_labels_asks_for_a_retrain() -> None:
