@@ -238,20 +238,24 @@ class _NumericGroup:
         self.last_cut = np.full(k, -np.inf)  # when ADWIN last found a change
         self.missing_drifted = np.zeros(k, dtype=bool)
         self.last: dict[str, dist.FloatArray] = {}
-        # Broken-pipeline signatures: spread around the reference median (robust: MAD,
-        # or the standard deviation of a column with too many ties for one), the share
-        # of the most frequent value, and the spread of each block of the window.
+        # Broken-pipeline signatures. A unit change multiplies every value, so it moves
+        # the typical magnitude (median |x|) by its factor and, unless the values are
+        # near 0, takes most of them out of the reference's range; near 0, a shrinking
+        # unit shows in the spread around the median (MAD) of a continuous column (no
+        # value in over 10 % of the reference: a discrete one can have a window MAD of 0).
         self.median = np.array([np.median(r) if len(r) else 0.0 for r in self.sorted])
-        mad = np.array(
+        self.magnitude = np.array([np.median(np.abs(r)) if len(r) else 0.0 for r in self.sorted])
+        self.spread = np.array(
             [
                 np.median(np.abs(r - m)) if len(r) else 0.0
                 for r, m in zip(self.sorted, self.median, strict=True)
             ]
         )
-        self.shrink_on = mad > 0
-        self.spread = np.where(mad > 0, 1.4826 * mad, self.std)
         self.top_share = np.array([_top_share(r) for r in self.sorted])
-        self.block_spread = np.full((k, max(width // self.block, 1)), np.nan)
+        self.continuous = (self.top_share <= 0.1) & (self.spread > 0)
+        blocks = max(width // self.block, 1)
+        self.block_magnitude = np.full((k, blocks), np.nan)
+        self.block_spread = np.full((k, blocks), np.nan)
         self.block_position = 0
         self.broken = np.zeros(k, dtype=bool)
         self.breakage = _Breakage(
@@ -299,8 +303,10 @@ class _NumericGroup:
         self.fired[:] = False
 
     def insert(self, values: dist.FloatArray) -> None:
-        spread = 1.4826 * _row_medians(np.abs(values - self.median[:, None]))
-        self.block_spread[:, self.block_position] = spread
+        self.block_magnitude[:, self.block_position] = _row_medians(np.abs(values))
+        self.block_spread[:, self.block_position] = _row_medians(
+            np.abs(values - self.median[:, None])
+        )
         self.block_position = (self.block_position + 1) % self.block_spread.shape[1]
         codes = dist.rank_codes_by_row(self.padded, values, self.size)
         where = _ring(self.position, values.shape[1], self.window.shape[1])
@@ -379,15 +385,21 @@ class _NumericGroup:
         s, width = self.breakage, self.window.shape[1]
         inputs = np.array([c.role == "input" for c in self.columns])
         missing_share = 1.0 - valid / width
-        ratio = _row_medians(self.block_spread) / np.where(self.spread > 0, self.spread, np.nan)
         enough = valid >= self.min_valid
         last_valid = codes[np.arange(len(codes)), np.maximum(valid.astype(np.int64) - 1, 0)]
         constant = enough & (codes[:, 0] == last_valid) & (self.top_share <= _VARIED)
-        with np.errstate(invalid="ignore"):
-            grown = enough & (ratio >= s.scale_factor)
-            shrunk = enough & self.shrink_on & (ratio <= 1.0 / s.scale_factor)
+        # Codes 0 and 2 n: below and above every reference value.
+        outside = ((codes == 0) | (codes == 2 * self.valid_reference[:, None])).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            magnitude = _row_medians(self.block_magnitude) / self.magnitude
+            spread = _row_medians(self.block_spread) / self.spread
+            factor = s.scale_factor
+            moved = (outside >= valid / 2) & ((magnitude >= factor) | (magnitude <= 1 / factor))
+            shrunk = self.continuous & (spread <= 1 / factor)
+        ratio = np.where(moved, magnitude, spread)
+        scaled = enough & (moved | shrunk)
         missing = (missing_share >= s.missing_share) & (self.missing_reference <= self.size / 2)
-        hit = inputs & (missing | grown | shrunk | constant)
+        hit = inputs & (missing | scaled | constant)
         signals = []
         for j in _transition(self.broken, hit, ~hit):
             name = self.columns[j].name
@@ -398,7 +410,7 @@ class _NumericGroup:
                 detail = f"{name} is constant where the reference varied"
                 score, threshold = 1.0, _VARIED
             else:
-                detail = f"{name}'s spread moved by a factor {ratio[j]:.3g} (a unit change?)"
+                detail = f"{name}'s scale moved by a factor {ratio[j]:.3g} (a unit change?)"
                 score, threshold = float(ratio[j]), s.scale_factor
             signals.append(
                 FeatureSignal(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
@@ -399,6 +399,11 @@ class MonitorCore:
             version.deferred_request = None
         signals = version.tracker.update(error)
         for signal in signals:
+            followed = version.tracker.followed()
+            if followed is not None and followed.before.mean < signal.before.mean:
+                # A second cut inside a rise being followed: its "before" already holds
+                # errors of the rise; the state before the rise is the followed one's.
+                signal = replace(signal, before=followed.before)
             self._decide(model, version, joined, signal, outputs)
         if version.tracker.following and not signals:
             self._follow_up(model, version, joined, outputs)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
 
+import numpy as np
 from river import drift
 
 from stream_monitor.config import PerformanceSettings
@@ -205,10 +206,24 @@ class PerformanceTracker:
         return [float(len(values)), math.fsum(values), math.fsum(v * v for v in values)]
 
     def _signal(self, detector: Detector, after_count: int) -> PerformanceSignal:
-        """Before: the baseline up to the change; after: the last ``after_count`` errors
-        (at most the window, and never the whole baseline)."""
-        count = min(after_count, len(self._window), int(self._baseline[0]) - 1)
-        after = self._recent(max(count, 0))
+        r"""Before: the baseline up to the change; after: the errors since the change
+        point, estimated among the last ``after_count`` (at most the window, never the
+        whole baseline).
+
+        A detector fires as soon as the change is significant, when the part it blames
+        still holds old errors: ADWIN keeps whatever it cannot yet tell apart. Those
+        would dilute the "after" figure, so the change point is estimated as the start
+        $s$ that maximises $\sum_{i \ge s} (x_i - \bar x_{before}) / \sqrt{n_s}$, the
+        most likely start of a rise over the mean before it."""
+        count = max(min(after_count, len(self._window), int(self._baseline[0]) - 1), 0)
+        if count > 1:
+            recent = np.array(list(islice(reversed(self._window), count)))[::-1]
+            older = self._baseline[1] - float(recent.sum())
+            before_mean = older / max(self._baseline[0] - count, 1.0)
+            excess = np.cumsum((recent - before_mean)[::-1])[::-1]
+            starts = excess / np.sqrt(np.arange(count, 0, -1))
+            count -= int(np.argmax(starts))
+        after = self._recent(count)
         before = [b - a for b, a in zip(self._baseline, after, strict=True)]
         return PerformanceSignal(detector, _sample(before), _sample(after), self.observations)
 

@@ -239,12 +239,13 @@ def test_regression_mae_increase_is_signalled() -> None:
     assert tracker.windowed_metric == pytest.approx(3 * math.sqrt(2 / math.pi), rel=0.1)
 
 
-def test_adwin_signal_reports_the_means_of_the_dropped_and_the_kept_errors() -> None:
-    # The tracker keeps ADWIN's window sum itself; a bare river ADWIN fed the same
-    # stream says which errors each cut dropped and kept.
+def test_adwin_signal_splits_the_errors_since_the_last_cut_at_the_change_point() -> None:
+    # A bare river ADWIN fed the same stream says where each cut falls. The signal's
+    # before and after split the errors since the previous cut; the after part lies
+    # within what ADWIN kept, from the estimated change point on.
     rng = random.Random(5)
     errors = [e for p in (0.1, 0.4, 0.15, 0.5) for e in _bernoulli(rng, p, 4_000)]
-    # A window as long as the stream: every kept part is in it, so before/after are exact.
+    # A window as long as the stream: every kept part is in it, so the sums are exact.
     tracker = PerformanceTracker(PerformanceSettings(window_size=16_000), "classification")
     oracle = drift.ADWIN(delta=PerformanceSettings().adwin_delta)
     window_start, checked = 0, 0
@@ -253,10 +254,23 @@ def test_adwin_signal_reports_the_means_of_the_dropped_and_the_kept_errors() -> 
         oracle.update(error)
         assert bool(signals) == oracle.drift_detected
         if signals:
-            kept_from = t - int(oracle.width)
-            assert signals[0].error_before == pytest.approx(
-                statistics.fmean(errors[window_start:kept_from])
-            )
-            assert signals[0].error_after == pytest.approx(statistics.fmean(errors[kept_from:t]))
-            window_start, checked = kept_from, checked + 1
+            before, after = signals[0].before, signals[0].after
+            assert before.count + after.count == t - window_start
+            assert 0 < after.count <= oracle.width
+            split = t - after.count
+            assert before.mean == pytest.approx(statistics.fmean(errors[window_start:split]))
+            assert after.mean == pytest.approx(statistics.fmean(errors[split:t]))
+            window_start, checked = t - int(oracle.width), checked + 1
     assert checked >= 3
+
+
+def test_the_after_part_starts_near_the_change_not_where_adwin_cut() -> None:
+    # 5,000 errors at 5 %, then 40 %: ADWIN cuts within a few dozen labels, keeping
+    # hundreds of old errors; the after part holds (almost) only new ones.
+    rng = random.Random(6)
+    tracker = PerformanceTracker(PerformanceSettings(), "classification")
+    assert _feed(tracker, _bernoulli(rng, 0.05, 5_000)) == []
+    signals = _feed(tracker, _bernoulli(rng, 0.4, 200))
+    first = signals[0]
+    assert first.after.count <= first.observations - 5_000 + 10
+    assert first.after.mean > 0.3
