@@ -38,7 +38,6 @@ there, and feature warnings per event against ``expected_run_time``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
@@ -116,8 +115,8 @@ def _scenarios() -> list[Scenario]:
         out.append(Scenario("stationary", "stationary", task))
         out += [Scenario(f"covariate x{m:g}", "covariate", task, m) for m in (3.0, 10.0)]
         out.append(Scenario("prior x4", "prior", task, 4.0))
-        targets = (0.01, 0.03, 0.05, 0.10, 0.40) if task == "classification" else (
-            0.02, 0.25, 0.5, 3.0
+        targets = (
+            (0.01, 0.03, 0.05, 0.10, 0.40) if task == "classification" else (0.02, 0.25, 0.5, 3.0)
         )
         unit = "pts" if task == "classification" else "MAE"
         for d in targets:
@@ -196,7 +195,9 @@ def _fit(dataset: Dataset, seed: int) -> Population:
     return Population(dataset.task, [], x[pool], y[pool].astype(np.float64), names, model)
 
 
-def _events(population: Population, x: FloatArray, broken: str, column: int) -> list[dict[str, Any]]:
+def _events(
+    population: Population, x: FloatArray, broken: str, column: int
+) -> list[dict[str, Any]]:
     """Rows as the serving app would send them (``broken``: after a breakage of
     ``column``)."""
     names = population.names
@@ -242,7 +243,9 @@ class Stream:
     """The accuracy drop (relative MAE increase) the scenario causes, in expectation."""
 
 
-def _verdicts(population: Population, x: FloatArray) -> tuple[list[Any], list[dict[str, float] | None]]:
+def _verdicts(
+    population: Population, x: FloatArray
+) -> tuple[list[Any], list[dict[str, float] | None]]:
     model = population.model
     if population.task == "regression":
         return [float(v) for v in model.predict(x)], [None] * len(x)
@@ -281,7 +284,9 @@ def _stream(
         else:
             weights[y >= np.quantile(y, 0.7)] = scenario.magnitude
     elif scenario.kind == "concept":
-        post_y = _relabel(task, population, x[:, column], pre_predictions, pre_errors, scenario.magnitude)
+        post_y = _relabel(
+            task, population, x[:, column], pre_predictions, pre_errors, scenario.magnitude
+        )
     elif scenario.kind == "breakage":
         post_predictions, post_scores = _verdicts(population, _model_inputs(x, broken, column))
     post_errors = _error(task, post_predictions, post_y)
@@ -334,7 +339,10 @@ def _relabel(
     if task == "classification":
         classes = population.classes
         moved = np.array([classes[(classes.index(v) + 1) % len(classes)] for v in y.tolist()])
-        gain = (np.array([p != v for p, v in zip(predictions, moved.tolist(), strict=True)], float) - errors) / len(y)
+        gain = (
+            np.array([p != v for p, v in zip(predictions, moved.tolist(), strict=True)], float)
+            - errors
+        ) / len(y)
         total = errors.mean()
     else:
         shift = max(2.0, 2.0 * target) * float(errors.mean())
@@ -385,7 +393,9 @@ def _run(scenario_index: int, seed: int, before: int, after: int) -> RunResult:
     alarms: dict[str, list[int]] = defaultdict(list)
     errors = stream.errors.tolist()
 
-    def feed(topic: Literal["predictions", "ground_truth"], record: dict[str, Any], at: int) -> None:
+    def feed(
+        topic: Literal["predictions", "ground_truth"], record: dict[str, Any], at: int
+    ) -> None:
         nonlocal feature_warnings
         for output in core.process(topic, b"m", orjson.dumps(record)):
             if output.topic != "drift_events":
@@ -413,7 +423,16 @@ def _run(scenario_index: int, seed: int, before: int, after: int) -> RunResult:
         )
         j = i - delay
         if j >= 0:
-            feed("ground_truth", {"prediction_id": str(j), "model_id": "m", "label": stream.labels[j], "timestamp": now}, i)
+            feed(
+                "ground_truth",
+                {
+                    "prediction_id": str(j),
+                    "model_id": "m",
+                    "label": stream.labels[j],
+                    "timestamp": now,
+                },
+                i,
+            )
             for name, detector in river.items():
                 detector.update(errors[j])
                 if detector.drift_detected:
@@ -467,8 +486,14 @@ def report(results: list[RunResult]) -> list[str]:
     for (task, name), runs in by_scenario.items():
         took = sum(r.decision in r.expected for r in runs)
         expectations = Counter("/".join(sorted(r.expected)) for r in runs)
-        shown = ", ".join(f"{e} ({c})" if len(expectations) > 1 else e for e, c in expectations.items())
-        delays = [r.decision_delay for r in runs if r.decision_delay is not None and r.decision in r.expected]
+        shown = ", ".join(
+            f"{e} ({c})" if len(expectations) > 1 else e for e, c in expectations.items()
+        )
+        delays = [
+            r.decision_delay
+            for r in runs
+            if r.decision_delay is not None and r.decision in r.expected
+        ]
         cells = []
         for detector in ("river ADWIN", "river PageHinkley"):
             fired = [r.river[detector][1] for r in runs if r.river[detector][1] is not None]
@@ -485,8 +510,11 @@ def summary(results: list[RunResult]) -> list[str]:
     took = sum(r.decision in r.expected for r in results)
     low, high = wilson(took, len(results), 0.95)
     plain = [r for r in results if r.scenario.startswith(("covariate", "prior", "concept"))]
-    wrongly_escalated = sum(r.decision == "escalate" and "escalate" not in r.expected for r in plain)
+    wrongly_escalated = sum(
+        r.decision == "escalate" and "escalate" not in r.expected for r in plain
+    )
     broken = [r for r in results if r.scenario.startswith("breakage")]
+    escalated = sum(r.decision == "escalate" for r in broken)
     stationary = sum(r.stationary_events for r in results)
     false = sum(r.false_decisions for r in results)
     warnings = sum(r.feature_warnings for r in results)
@@ -501,7 +529,7 @@ def summary(results: list[RunResult]) -> list[str]:
         f"({took / len(results):.1%}, 95 % interval {low:.1%}..{high:.1%}); target >= 95 %",
         f"- plain covariate, prior or concept shift escalated without a critical drop: "
         f"{wrongly_escalated} of {len(plain)} runs",
-        f"- pipeline breakages escalated: {sum(r.decision == 'escalate' for r in broken)}/{len(broken)}",
+        f"- pipeline breakages escalated: {escalated}/{len(broken)}",
         f"- stationary parts: {stationary:,} events, {false} retrain or escalation decisions; "
         f"feature warnings: {warnings} ({per_warning} events per warning; expected_run_time "
         f"{budget:,.0f}); false alarms there: {', '.join(river)}",
@@ -543,7 +571,6 @@ def main() -> None:
     started = time.perf_counter()
     results = run(seeds, before, after, args.workers)
     elapsed = time.perf_counter() - started
-    events = sum(r.stationary_events for r in results)
     print(
         f"# Realistic scenarios: {len(SCENARIOS)} scenarios x {seeds} seeds, {before:,} events "
         f"before the change and {after:,} labels after it, label delays {DELAYS}; "
@@ -557,7 +584,7 @@ def main() -> None:
         print("\nRuns that missed:\n")
         print("\n".join(wrong))
     monitor = sum(r.seconds for r in results)
-    print(f"\nMonitorCore.process and river's detectors: {monitor:.0f} s for {events:,} stationary events and the rest.")
+    print(f"\nMonitorCore.process and river's detectors: {monitor:.0f} s in all the runs.")
 
 
 if __name__ == "__main__":

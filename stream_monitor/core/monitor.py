@@ -398,13 +398,13 @@ class MonitorCore:
             outputs.append(request)
             version.deferred_request = None
         signals = version.tracker.update(error)
-        for signal in signals:
+        for fired in signals:
             followed = version.tracker.followed()
-            if followed is not None and followed.before.mean < signal.before.mean:
+            if followed is not None and followed.before.mean < fired.before.mean:
                 # A second cut inside a rise being followed: its "before" already holds
                 # errors of the rise; the state before the rise is the followed one's.
-                signal = replace(signal, before=followed.before)
-            self._decide(model, version, joined, signal, outputs)
+                fired = replace(fired, before=followed.before)  # noqa: PLW2901
+            self._decide(model, version, joined, fired, outputs)
         if version.tracker.following and not signals:
             self._follow_up(model, version, joined, outputs)
         return outputs
