@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -398,15 +398,14 @@ class MonitorCore:
             outputs.append(request)
             version.deferred_request = None
         signals = version.tracker.update(error)
-        for fired in signals:
-            followed = version.tracker.followed()
-            if followed is not None and followed.before.mean < fired.before.mean:
-                # A second cut inside a rise being followed: its "before" already holds
-                # errors of the rise; the state before the rise is the followed one's.
-                fired = replace(fired, before=followed.before)  # noqa: PLW2901
-            self._decide(model, version, joined, fired, outputs)
-        if version.tracker.following and not signals:
+        if version.tracker.following:
+            # Another detector's view of a change being followed adds nothing: its
+            # "before" would hold errors of the change, and its "after" would be chosen
+            # again from the worst-looking stretch. The followed comparison grows instead.
             self._follow_up(model, version, joined, outputs)
+            return outputs
+        for signal in signals:
+            self._decide(model, version, joined, signal, outputs)
         return outputs
 
     def _decide(
@@ -419,8 +418,8 @@ class MonitorCore:
         final: bool = False,
     ) -> Decision:
         """Ask the policy about a signal and emit what it decided. A signal whose change
-        is unclear is followed up (one drift event says so; a later detector signal
-        takes its place silently); a settled one ends the follow-up."""
+        is unclear is followed up (one drift event says so); a settled one ends the
+        follow-up."""
         tracker = version.tracker
         decision = decide(
             model.settings.policy,
@@ -432,12 +431,10 @@ class MonitorCore:
             final,
         )
         followed = tracker.following
-        if decision.waiting:
+        if decision.waiting and not followed:
             tracker.follow(signal)
-            if not followed:
-                version.wait_until = tracker.observations + model.settings.policy.max_wait_labels
-        elif decision.severity != "info" or signal.detector == "adwin":
-            # Settled; an ADWIN cut towards fewer errors ends a rise being followed too.
+            version.wait_until = tracker.observations + model.settings.policy.max_wait_labels
+        elif not decision.waiting:
             tracker.stop_following()
         if decision.waiting and followed and decision.action == "none":
             return decision  # still waiting: nothing new to say
@@ -509,9 +506,10 @@ class MonitorCore:
         """Apply a ``model.promoted`` event from the trainer; returns what it did.
 
         The promoted version starts with fresh detectors (and, with them, a fresh
-        reference), and every other version's cooldown ends, so a version still serving
-        traffic can ask again. Events are applied once per id; an event for a model this
-        instance has not loaded yet waits until the model is restored or created.
+        reference), and every other version's cooldown ends (and any change it still
+        followed), so a version still serving traffic can ask again. Events are applied
+        once per id; an event for a model this instance has not loaded yet waits until
+        the model is restored or created.
         """
         promotion = parse_promotion(value)
         if promotion is None:
@@ -527,6 +525,8 @@ class MonitorCore:
         model.versions.pop(version, None)
         for state in model.versions.values():
             state.episodes.cooldown_until = float("-inf")
+            # A change still followed belongs to the episode the promotion answered.
+            state.tracker.stop_following()
         return f"model {model_id}: version {version} promoted, detectors reset"
 
     def forget(self, model_id: str) -> None:

@@ -95,10 +95,11 @@ class PerformanceTracker:
     (classification) or MAE (regression).
 
     A signal compares the errors since the last ADWIN cut (the *baseline*) before the
-    change with those after it: for ADWIN the part of its window it kept, for
-    Page-Hinkley the sliding window. ADWIN forgets the old part (and the baseline with
-    it) and Page-Hinkley restarts after a signal, so one change gives about one signal
-    per detector. :meth:`follow` keeps a signal's ``before`` and adds every later error
+    change with those after it, from a change point estimated within what the detector
+    blames: for ADWIN the part of its window it kept, for Page-Hinkley the sliding
+    window. ADWIN forgets the old part (the baseline starts again at the change point)
+    and Page-Hinkley restarts after a signal, so one change gives about one signal per
+    detector. :meth:`follow` keeps a signal's ``before`` and adds every later error
     to its ``after``, so that a decision can wait for more labels (:meth:`followed`).
 
     >>> import random
@@ -191,10 +192,10 @@ class PerformanceTracker:
         signals = []
         self._adwin.update(value)
         if self._adwin.drift_detected:
-            kept = int(self._adwin.width)
-            signals.append(self._signal("adwin", kept))
-            # ADWIN forgot the older part: so does the baseline.
-            self._baseline = self._recent(min(kept, len(self._window)))
+            signal = self._signal("adwin", int(self._adwin.width))
+            signals.append(signal)
+            # ADWIN forgot the older part: the baseline starts again at the change.
+            self._baseline = self._recent(signal.after.count)
         self._page_hinkley.update(value)
         if self._page_hinkley.drift_detected:
             signals.append(self._signal("page_hinkley", len(self._window)))
@@ -213,16 +214,19 @@ class PerformanceTracker:
         A detector fires as soon as the change is significant, when the part it blames
         still holds old errors: ADWIN keeps whatever it cannot yet tell apart. Those
         would dilute the "after" figure, so the change point is estimated as the start
-        $s$ that maximises $\sum_{i \ge s} (x_i - \bar x_{before}) / \sqrt{n_s}$, the
-        most likely start of a rise over the mean before it."""
+        $s$ that maximises $\sum_{i \ge s} (x_i - \bar x_{before} - k)$, Page's CUSUM
+        estimate, with the allowance $k$ half the mean rise of the errors considered
+        (without it, noise before the change pulls the start far back; divided by
+        $\sqrt{n_s}$ instead, it favours a short bad stretch)."""
         count = max(min(after_count, len(self._window), int(self._baseline[0]) - 1), 0)
         if count > 1:
             recent = np.array(list(islice(reversed(self._window), count)))[::-1]
             older = self._baseline[1] - float(recent.sum())
             before_mean = older / max(self._baseline[0] - count, 1.0)
-            excess = np.cumsum((recent - before_mean)[::-1])[::-1]
-            starts = excess / np.sqrt(np.arange(count, 0, -1))
-            count -= int(np.argmax(starts))
+            # Page's allowance: half the rise the recent errors show on average.
+            allowance = max(float(recent.mean()) - before_mean, 0.0) / 2.0
+            excess = np.cumsum((recent - before_mean - allowance)[::-1])[::-1]
+            count -= int(np.argmax(excess))
         after = self._recent(count)
         before = [b - a for b, a in zip(self._baseline, after, strict=True)]
         return PerformanceSignal(detector, _sample(before), _sample(after), self.observations)
