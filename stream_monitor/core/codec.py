@@ -99,6 +99,7 @@ def allowlist() -> dict[str, type[Any]]:
         features._Column,
         features._NumericGroup,
         features._CategoricalGroup,
+        features._Breakage,
         estimation.PerformanceEstimator,
         estimation.Calibrator,
         estimation.Comparison,
