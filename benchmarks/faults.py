@@ -244,6 +244,15 @@ class Check:
     detail: str
 
 
+def run_checks(monitor: Monitor, done: bool, records: int, code: int) -> list[Check]:
+    """What every part checks of the run itself: no stop, all read, a clean exit."""
+    return [
+        Check("service stops", not monitor.stops, f"{len(monitor.stops)} {monitor.stops[:2]}"),
+        Check("all input committed", done, f"{records:,} records"),
+        Check("clean stop (SIGTERM)", code == 0, f"exit {code}"),
+    ]
+
+
 def report(title: str, checks: list[Check]) -> bool:
     print(f"\n{title}")
     print("| check | result | detail |")
@@ -288,9 +297,7 @@ def rows(bootstrap: str, directory: Path, valid: int = 30) -> bool:
             )
         )
     checks = [
-        Check("service stops", not monitor.stops, f"{len(monitor.stops)} {monitor.stops[:2]}"),
-        Check("all input committed", done, f"{inputs.count} records"),
-        Check("clean stop (SIGTERM)", code == 0, f"exit {code}"),
+        *run_checks(monitor, done, inputs.count, code),
         Check(
             "bad records in dead-letter",
             bad <= letters.keys() and len(letters) == len(bad),
@@ -391,9 +398,7 @@ def fuzz(bootstrap: str, directory: Path, args: argparse.Namespace) -> bool:
         f"{monitor.kills} SIGKILLs ({busy_kills} with records still to process)"
     )
     checks = [
-        Check("service stops", not monitor.stops, f"{len(monitor.stops)} {monitor.stops[:2]}"),
-        Check("all input committed", done, f"{inputs.count:,} records"),
-        Check("clean stop (SIGTERM)", code == 0, f"exit {code}"),
+        *run_checks(monitor, done, inputs.count, code),
         Check(
             "bad records in dead-letter",
             bad_where <= letters.keys(),

@@ -103,7 +103,11 @@ class IncompatibleSnapshotError(ValueError):
     def __init__(self, model_id: str, found: int, count: int = 1, where: str = "") -> None:
         others = f" (and {count - 1} other models' snapshots)" if count > 1 else ""
         at = f" at {where}" if where else ""
-        written_by = {1: " (a pickle, written by 0.1)", 2: " (a pickle, written by 0.2)"}
+        written_by = {
+            0: " (no snapshot header: not written by the monitor, or damaged)",
+            1: " (a pickle, written by 0.1)",
+            2: " (a pickle, written by 0.2)",
+        }
         super().__init__(
             f"the monitor-state snapshot of model {model_id!r}{at}{others} has format {found}"
             f"{written_by.get(found, '')}, and this version reads format {SNAPSHOT_FORMAT} only"
