@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from stream_monitor.config import (
     ConfigError,
@@ -197,22 +196,6 @@ class ReplaySummary:
         return "\n".join(lines)
 
 
-class _GivenOnly(MonitorSettings):
-    """Monitor settings validated from the values given alone: the environment, already
-    part of the settings being overridden, must not take precedence over ``--set``."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
-
-
 def apply_overrides(settings: MonitorSettings, assignments: Iterable[str]) -> MonitorSettings:
     """``settings`` with ``section.field=value`` assignments applied over everything else
     (values read as YAML: ``0.05``, ``true``, ``null``, ``[a, b]``).
@@ -239,7 +222,9 @@ def apply_overrides(settings: MonitorSettings, assignments: Iterable[str]) -> Mo
         target[names[-1]] = yaml.safe_load(text)
     merged = deep_merge(settings.model_dump(), overrides)
     try:
-        result: MonitorSettings = _GivenOnly(**merged)
+        # No environment variable has a NUL in its name: the values given alone count,
+        # the environment (already in ``settings``) must not take precedence over --set.
+        result = MonitorSettings(_env_prefix="\0", **merged)
     except ValidationError as exc:
         raise ConfigError(f"invalid --set:\n{describe_errors(exc)}") from None
     problems = []

@@ -9,8 +9,10 @@ broker of the security tests is always started: its credentials are made with it
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,3 +78,16 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
         yield SecuredBroker(settings, f"127.0.0.1:{mtls}")
     finally:
         stop(settings)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
+    """A broker of the test's own, which the test may stop and start again (data in
+    ``tmp_path / "data"``)."""
+    settings = BrokerSettings(port=free_port(), controller_port=free_port())
+    start(settings, data_dir=tmp_path / "data", timeout=120)
+    try:
+        yield settings
+    finally:
+        stop(settings)
+        shutil.rmtree(settings.run_dir, ignore_errors=True)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,24 +14,12 @@ from tests.integration.helpers import (
     all_committed,
     assert_every_pair_counted_once,
     create_topics,
-    free_port,
     running_monitor,
     settings_for,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
-    settings = BrokerSettings(port=free_port(), controller_port=free_port())
-    start(settings, data_dir=tmp_path / "data", timeout=120)
-    try:
-        yield settings
-    finally:
-        stop(settings)
-        shutil.rmtree(settings.run_dir, ignore_errors=True)
 
 
 def test_a_broker_restart_mid_stream_loses_nothing_and_counts_nothing_twice(

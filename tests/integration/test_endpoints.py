@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +45,6 @@ def probe(url: str, context: ssl.SSLContext | None = None) -> tuple[int, dict[st
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[BrokerSettings]:
-    settings = BrokerSettings(port=free_port(), controller_port=free_port())
-    start(settings, data_dir=tmp_path / "data", timeout=120)
-    try:
-        yield settings
-    finally:
-        stop(settings)
-        shutil.rmtree(settings.run_dir, ignore_errors=True)
 
 
 def test_readiness_follows_the_broker_and_liveness_the_loop(
