@@ -262,7 +262,7 @@ class _Monitor:
             flags["monitor action"] = data["action"] in ("retrain", "escalate")
             if data["kind"] == "performance":
                 flags["performance"] = True
-            else:
+            elif data["kind"] in ("feature", "prediction"):
                 names = [f["feature"] for f in data["evidence"]["features"]]
                 flags["features"] = True
                 flags["prediction"] = any(n.startswith((PREDICTION, SCORE_PREFIX)) for n in names)
