@@ -226,8 +226,9 @@ def decide_estimated(
     Like a performance ``warning``: the estimate rests on calibrated scores, which
     concept drift can fool. With ``retrain`` (``estimation.retrain_on_drop``) a drop of
     at least ``min_accuracy_drop`` is a ``drift`` that asks for a retrain once per
-    episode; an estimate never escalates (the labels decide whether it is critical).
-    It does not corroborate feature drift either.
+    episode; an estimate is never ``critical`` by its size (the labels decide that),
+    though like any drift it escalates past the retrain budget. It does not corroborate
+    feature drift either.
 
     >>> s, state = PolicySettings(), EpisodeState()
     >>> decide_estimated(s, state, drop=0.05, retrain=False, now=0).severity
