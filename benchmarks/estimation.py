@@ -378,7 +378,7 @@ def main() -> None:
         print(
             f"\nCost through MonitorCore.process, per prediction and its label (breast cancer, "
             f"best of 3): {with_estimate:.1f} µs with the estimate, {without:.1f} µs without "
-            f"(+{with_estimate - without:.1f} µs)"
+            f"({with_estimate - without:+.1f} µs)"
         )
 
 
