@@ -240,11 +240,30 @@ class TopicSettings(StrictModel):
 
 
 class JoinSettings(StrictModel):
-    max_pending: int = Field(
-        100_000, gt=0, description="Per model, for predictions and for early labels each."
-    )
     ttl_seconds: float = Field(
         7 * 86_400.0, gt=0, description="Event time a prediction waits for its label."
+    )
+    max_skew_seconds: float = Field(
+        7 * 86_400.0,
+        ge=0,
+        description="Expiry follows the slower of the two inputs in event time (a backlog "
+        "read with one topic ahead loses no label), but an input idle or behind by more "
+        "than this holds it back no further: the store keeps at most ttl + this of traffic.",
+    )
+    store_dir: str | None = Field(
+        None,
+        description="Directory of the local store of pending predictions and early labels "
+        "(RocksDB). Give each instance its own persistent one; unset: a temporary directory, "
+        "and every start rebuilds the pending entries from the input topics.",
+    )
+    store_cache_mb: int = Field(
+        64, ge=8, description="Memory of the store's block cache; its write buffers add half."
+    )
+    max_disk_bytes: int = Field(
+        0,
+        ge=0,
+        description="Warn (log, metric, escalation event) when the store's files grow past "
+        "this; nothing is evicted. 0: no limit.",
     )
 
 

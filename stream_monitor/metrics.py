@@ -47,8 +47,7 @@ class CoreStatsCollector(Collector):
         )
         dropped = CounterMetricFamily(
             f"{PREFIX}_join_dropped",
-            "Pending predictions or labels that left the join unjoined (ttl, capacity) "
-            "or were duplicates.",
+            "Pending predictions or labels that left the join unjoined (ttl) or were duplicates.",
             labels=["kind", "reason"],
         )
         for (kind, reason), n in stats.dropped.items():
@@ -279,5 +278,27 @@ class MonitorMetrics:
         self.checkpoint_seconds = Histogram(
             f"{PREFIX}_checkpoint_seconds",
             "Time to flush outputs, write snapshots and commit offsets.",
+            registry=self.registry,
+        )
+        self.undeliverable = Counter(
+            f"{PREFIX}_undeliverable_outputs",
+            "Outputs the broker can never accept (too large, a timestamp it refuses): the "
+            "input that produced each went to dead-letter instead.",
+            registry=self.registry,
+        )
+        self.join_store_bytes = Gauge(
+            f"{PREFIX}_join_store_bytes",
+            "Size on disk of the local store of pending join entries.",
+            registry=self.registry,
+        )
+        self.join_store_over_limit = Gauge(
+            f"{PREFIX}_join_store_over_limit",
+            "1 while the join store is past join.max_disk_bytes (nothing is evicted).",
+            registry=self.registry,
+        )
+        self.join_rebuilds = Counter(
+            f"{PREFIX}_join_rebuilds",
+            "Models whose pending join entries were rebuilt from the input topics (the "
+            "local store did not hold their snapshot's checkpoint).",
             registry=self.registry,
         )

@@ -204,11 +204,11 @@ def apply_overrides(settings: MonitorSettings, assignments: Iterable[str]) -> Mo
     ...                                         "models.fraud.policy.cooldown_seconds=60"])
     >>> s.defaults.policy.min_accuracy_drop, s.for_model("fraud").policy.cooldown_seconds
     (0.05, 60.0)
-    >>> apply_overrides(MonitorSettings(), ["join.max_pending=-1"])
+    >>> apply_overrides(MonitorSettings(), ["join.ttl_seconds=-1"])
     Traceback (most recent call last):
     ...
     stream_monitor.config.ConfigError: invalid --set:
-      join.max_pending: Input should be greater than 0 (got -1)
+      join.ttl_seconds: Input should be greater than 0 (got -1)
     """
     overrides: dict[str, Any] = {}
     for assignment in assignments:

@@ -14,8 +14,8 @@ Regenerate after changing a setting::
     python3 -m stream_monitor.settings_docs --check    # exit 1 if it is out of date
 
 >>> from stream_monitor.config import JoinSettings
->>> [row.path for row in setting_rows(JoinSettings, ("join",))]
-['join.max_pending', 'join.ttl_seconds']
+>>> [row.path for row in setting_rows(JoinSettings, ("join",))][:2]
+['join.ttl_seconds', 'join.max_skew_seconds']
 >>> yaml_comments("a:  # first\\n  b: 1  # second\\n        # more\\n")
 {'a': 'first', 'a.b': 'second more'}
 """

@@ -42,7 +42,14 @@ from stream_monitor.core.events import (
 )
 from stream_monitor.core.features import FeatureDriftTracker, FeatureSignal, FeatureStats
 from stream_monitor.core.intervals import ErrorSample, metric_interval
-from stream_monitor.core.join import DropReason, Joined, LabelJoin, PendingKind
+from stream_monitor.core.join import (
+    DropReason,
+    Joined,
+    LabelJoin,
+    MemoryStores,
+    PendingKind,
+    StoreViews,
+)
 from stream_monitor.core.performance import (
     PerformanceSignal,
     PerformanceTracker,
@@ -211,10 +218,13 @@ class MonitorCore:
         self,
         settings: MonitorSettings,
         references: Mapping[str, Sequence[Prediction]] | None = None,
+        stores: StoreViews | None = None,
     ) -> None:
         """``references``: by model_id, the prediction events of its ``reference_file``
-        (see :func:`stream_monitor.reference.load_references`)."""
+        (see :func:`stream_monitor.reference.load_references`); ``stores``: where the
+        joins keep pending entries past a checkpoint (default: in memory)."""
         self.settings = settings
+        self._stores = stores or MemoryStores()
         self._references = references or {}
         self._models: dict[str, ModelState] = {}
         self._unapplied: dict[str, list[bytes]] = {}
@@ -283,8 +293,10 @@ class MonitorCore:
         model = self._models.get(model_id)
         if model is None:
             join = self.settings.join
+            store = self._stores.view(model_id)
             model = ModelState(
-                self.settings.for_model(model_id), LabelJoin(join.max_pending, join.ttl_seconds)
+                self.settings.for_model(model_id),
+                LabelJoin(join.ttl_seconds, join.max_skew_seconds, store),
             )
             self._models[model_id] = model
             # A new model has no detectors to reset: promotions seen before it are moot.
@@ -500,7 +512,8 @@ class MonitorCore:
             held = type(state).__name__
             raise InvalidSnapshotError(model_id, f"it holds a {held}, not a model's state", where)
         state.settings = self.settings.for_model(model_id)
-        state.join.bound(self.settings.join.max_pending, self.settings.join.ttl_seconds)
+        state.join.bound(self.settings.join.ttl_seconds, self.settings.join.max_skew_seconds)
+        state.join.attach(self._stores.view(model_id))  # see LabelJoin.needs_rebuild
         self._dropped.update(state.join.take_dropped())
         self._models[model_id] = state
         for value in self._unapplied.pop(model_id, []):
@@ -532,6 +545,17 @@ class MonitorCore:
             # A change still followed belongs to the episode the promotion answered.
             state.tracker.stop_following()
         return f"model {model_id}: version {version} promoted, detectors reset"
+
+    def join(self, model_id: str) -> LabelJoin:
+        return self._models[model_id].join
+
+    def checkpoint_join(self, model_id: str) -> int:
+        """Write what the model's join changed to its store (before :meth:`snapshot`,
+        which then names this checkpoint); returns the checkpoint's number."""
+        join = self._models[model_id].join
+        sequence = join.checkpoint()
+        self._dropped.update(join.take_dropped())
+        return sequence
 
     def forget(self, model_id: str) -> None:
         """Drop a model's state (its partition moved to another instance)."""

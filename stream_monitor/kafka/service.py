@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer
@@ -34,7 +34,16 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.core.events import Output, Prediction, batched
+from stream_monitor.core.events import (
+    GroundTruth,
+    InvalidRecordError,
+    Output,
+    Prediction,
+    batched,
+    deterministic_id,
+    envelope,
+    parse_record,
+)
 from stream_monitor.core.monitor import (
     IncompatibleSnapshotError,
     InputTopic,
@@ -44,15 +53,17 @@ from stream_monitor.core.monitor import (
 )
 from stream_monitor.health import Health, heartbeat_age_of
 from stream_monitor.kafka import state
-from stream_monitor.kafka.output import OutputProducer
+from stream_monitor.kafka.output import OutputProducer, Sources
 from stream_monitor.kafka.topics import (
     STATE_MAX_MESSAGE_BYTES,
     StartupError,
     assign_all,
     ensure_topics,
+    read_to_end,
     state_record_limit,
 )
 from stream_monitor.metrics import MonitorMetrics
+from stream_monitor.store import RocksStore, StoreLockedError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +102,12 @@ class MonitorService:
         self.settings = settings
         self.metrics = metrics
         self.stop = stop or threading.Event()
-        self.core = MonitorCore(settings, references)
+        try:
+            self._store = RocksStore(settings.join.store_dir, settings.join.store_cache_mb)
+        except StoreLockedError as exc:
+            raise StartupError(str(exc)) from None
+        self._store_over_limit = False
+        self.core = MonitorCore(settings, references, self._store)
         self.health = Health(settings.health, restores_state=True)
         topics = settings.topics
         self._input: dict[str, InputTopic] = {
@@ -126,6 +142,12 @@ class MonitorService:
 
     def run(self) -> None:
         """Check topics, then process until ``stop`` is set; finish with a checkpoint."""
+        try:
+            self._serve()
+        finally:
+            self._store.close()
+
+    def _serve(self) -> None:
         ensure_topics(self.settings.kafka, self.settings.topics)
         self._state_limit = state_record_limit(
             self.settings.kafka, self.settings.topics.monitor_state
@@ -191,7 +213,7 @@ class MonitorService:
             return
         started = time.perf_counter()
         clock = time.time()  # event time is bounded around it (settings.limits)
-        examples: dict[bytes | None, list[Output]] = defaultdict(list)
+        examples: dict[bytes | None, list[tuple[Output, ConsumerRecord]]] = defaultdict(list)
         others: list[tuple[Output, ConsumerRecord]] = []
         for tp, records in batch.items():
             topic = self._input[tp.topic]
@@ -203,7 +225,7 @@ class MonitorService:
                     continue  # already in the model's snapshot
                 for output in self.core.process(topic, record.key, record.value, clock):
                     if output.topic == "labelled_examples":
-                        examples[output.key].append(output)
+                        examples[output.key].append((output, record))
                     else:
                         others.append((output, record))
             self._next_offsets[tp] = records[-1].offset + 1
@@ -213,8 +235,8 @@ class MonitorService:
         # Examples first: a retrain request of this poll must not reach the trainer
         # before the examples its training window ends with.
         for per_model in examples.values():
-            for example_batch in batched(per_model):
-                self._producer.send(example_batch)
+            for example_batch, parts in _batches(per_model):
+                self._producer.send(example_batch, parts=parts)
         for output, source in others:
             if output.topic == "retrain_requests":
                 self._producer.send(self._with_examples_end(output), source)
@@ -230,7 +252,7 @@ class MonitorService:
         those sent before it are acknowledged, so the trainer reads exactly to there
         (retrain requests are rare: one flush each)."""
         assert self._producer is not None
-        self._producer.flush()
+        self._deliver_outputs()
         reach = self._producer.examples_end(request.key)
         if reach is None:  # none written since this process started: the trainer reads to the end
             return request
@@ -321,9 +343,60 @@ class MonitorService:
                 )
                 self.metrics.state_discarded.inc()
                 return
-            if positions := self._positions.pop(model_id, None):
+            positions = self._positions.pop(model_id, None)
+            if positions:
                 self._restored_ahead[model_id] = positions
+            if self.core.join(model_id).needs_rebuild:
+                self._rebuild_join(model_id, tp.partition, positions or {})
             log.info("model state restored", extra={"model_id": model_id})
+
+    def _rebuild_join(
+        self, model_id: str, partition: int, positions: Mapping[TopicPartition, int]
+    ) -> None:
+        """Make the local store hold the model's pending entries as of its snapshot: the
+        store was written at another checkpoint (a crash between the two writes), or is
+        new here (the partition moved, the disk was lost). The inputs are read again
+        from the TTL horizon to the snapshot's positions, through the join alone: no
+        detector sees them, no output is produced.
+
+        The horizon goes back ``ttl + max_skew`` before the join's cutoff: every label
+        read again then finds the prediction it joined, rather than waiting as an early
+        label. Kafka finds it by record timestamp, which is at or after event time when
+        the serving apps produce as they predict."""
+        assert self._consumer is not None
+        started = time.monotonic()
+        join = self.core.join(model_id)
+        horizon = join.cutoff - join.ttl_seconds - join.max_skew_seconds
+        horizon_ms = max(0, int(horizon * 1000)) if math.isfinite(horizon) else 0
+        partitions = [TopicPartition(topic, partition) for topic in self._input]
+        ends = {tp: positions.get(tp, (self._consumer.committed(tp) or 0)) for tp in partitions}
+        reader = KafkaConsumer(
+            **self._client,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=FETCH_BYTES,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
+        )
+        try:
+            reader.assign(partitions)
+            starts = reader.offsets_for_times(dict.fromkeys(partitions, horizon_ms))
+            for tp in partitions:
+                found = starts.get(tp)
+                reader.seek(tp, min(ends[tp], found.offset if found is not None else ends[tp]))
+            read = self._model_records(reader, partitions, ends, model_id.encode())
+            join.rebuild(read)
+        finally:
+            reader.close()
+        self.metrics.join_rebuilds.inc()
+        log.warning(
+            "join rebuilt from the input topics",
+            extra={
+                "model_id": model_id,
+                "records": read.count,
+                "pending": join.pending("prediction"),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
     def _restored_ahead_in(self, tp: TopicPartition, offset: int) -> dict[str, int]:
         """Models whose restored snapshot includes records of ``tp`` from ``offset`` on,
@@ -349,6 +422,35 @@ class MonitorService:
 
     # ---- checkpoints ---------------------------------------------------------------
 
+    def _model_records(
+        self,
+        reader: KafkaConsumer,
+        partitions: list[TopicPartition],
+        ends: Mapping[TopicPartition, int],
+        key: bytes,
+    ) -> _Counted:
+        """A model's valid input records before ``ends``, parsed, with their JSON."""
+        counted = _Counted()
+
+        def records() -> Iterator[tuple[Prediction | GroundTruth, bytes]]:
+            for record in read_to_end(reader, partitions):
+                tp = TopicPartition(record.topic, record.partition)
+                if record.offset >= ends[tp] or record.key != key or record.value is None:
+                    continue
+                try:
+                    event: Prediction | GroundTruth = (
+                        parse_record(Prediction, record.key, record.value)
+                        if self._input[record.topic] == "predictions"
+                        else parse_record(GroundTruth, record.key, record.value)
+                    )
+                except InvalidRecordError:
+                    continue  # went to dead-letter when it was first read
+                counted.count += 1
+                yield event, record.value
+
+        counted.records = records()
+        return counted
+
     def _checkpoint_due(self) -> bool:
         cfg = self.settings.checkpoint
         return self._since_checkpoint >= cfg.every_records or (
@@ -357,19 +459,24 @@ class MonitorService:
         )
 
     def checkpoint(self) -> None:
-        """Snapshot the models touched since the last checkpoint, then commit offsets."""
+        """At least once, in this order: every output delivered (or its input in
+        dead-letter), then the join stores written, the snapshots of the models touched
+        since the last checkpoint delivered, and only then the offsets committed."""
         assert self._consumer is not None and self._producer is not None
         started = time.perf_counter()
+        self._deliver_outputs()
         known = set(self.core.models())
         for model_id in self._touched & known:
+            self.core.checkpoint_join(model_id)
             snapshot = self.core.snapshot(model_id)
             self._producer.send_raw(
                 self.settings.topics.monitor_state,
                 model_id.encode(),
-                state.stored(model_id, snapshot, self.settings.join.max_pending, self._state_limit),
+                state.stored(model_id, snapshot, self._state_limit),
                 [state.positions_header(self._positions_of(model_id))],
             )
         self._producer.flush()
+        self._check_store_size()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._next_offsets.items()
         }
@@ -389,6 +496,59 @@ class MonitorService:
         self._publish_stats()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         log.debug("checkpoint", extra={"offsets": len(offsets)})
+
+    def _deliver_outputs(self) -> None:
+        """Wait for the outputs sent so far. One the broker refuses for good (too large,
+        a timestamp out of its bounds) sends its input to dead-letter instead, counted;
+        a failure that may pass stops the service, which resumes from the last commit."""
+        assert self._producer is not None
+        undeliverable = self._producer.flush_outputs()
+        for failed in undeliverable:
+            source = failed.source
+            topic = self._input.get(source.topic, "predictions") if source else "predictions"
+            log.error(
+                "output undeliverable, its input sent to dead-letter",
+                extra={
+                    "output": failed.output.topic,
+                    "error": repr(failed.error)[:200],
+                    "partition": source.partition if source else None,
+                    "offset": source.offset if source else None,
+                },
+            )
+            self.metrics.undeliverable.inc()
+            self._producer.dead_letter_undeliverable(failed, topic)
+        if undeliverable:
+            self._producer.flush()
+
+    def _check_store_size(self) -> None:
+        """Past ``join.max_disk_bytes`` the store keeps everything and says so: a
+        metric, an error in the log and, once per crossing, an escalation event."""
+        size = self._store.disk_bytes()
+        self.metrics.join_store_bytes.set(size)
+        limit = self.settings.join.max_disk_bytes
+        over = bool(limit) and size > limit
+        self.metrics.join_store_over_limit.set(int(over))
+        if over:
+            log.error(
+                "join store past its disk limit; nothing is evicted",
+                extra={"bytes": size, "limit": limit, "path": str(self._store.path)},
+            )
+        if over and not self._store_over_limit:
+            assert self._producer is not None
+            now = time.time()
+            data = {
+                "reason": "join store past join.max_disk_bytes",
+                "bytes": size,
+                "limit": limit,
+                "path": str(self._store.path),
+                "advice": "Give the store more disk and raise join.max_disk_bytes, or lower "
+                "join.ttl_seconds: pending predictions are kept, none is evicted.",
+            }
+            event_id = deterministic_id("join-store-limit", self._store.path, int(now))
+            body = envelope("stream_monitor.join.disk_limit", event_id, now, "join-store", data)
+            self._producer.send(Output.event("escalations", "join-store", body, timestamp=now))
+            self._producer.flush()
+        self._store_over_limit = over
 
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Partitions are leaving: forget their models and uncommitted progress.
@@ -432,6 +592,35 @@ class MonitorService:
         self.health.lag(sum(lag.values()))
         for topic, n in lag.items():
             self.metrics.lag.labels(topic).set(n)
+
+
+class _Counted:
+    """Records read for a rebuild, counted as they go."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.records: Iterator[tuple[Prediction | GroundTruth, bytes]] = iter(())
+
+    def __iter__(self) -> Iterator[tuple[Prediction | GroundTruth, bytes]]:
+        return self.records
+
+
+def _batches(
+    examples: list[tuple[Output, ConsumerRecord]],
+) -> list[tuple[Output, Sources]]:
+    """The batch records of a model's labelled examples, each with the examples it packs
+    and their input records: a batch value is ``[`` the values joined by ``,`` ``]``."""
+    outputs = [output for output, _ in examples]
+    found: list[tuple[Output, Sources]] = []
+    start = 0
+    for record in batched(outputs):
+        end, size = start, 1
+        while size < len(record.value):
+            size += len(outputs[end].value) + 1
+            end += 1
+        found.append((record, examples[start:end]))
+        start = end
+    return found
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped

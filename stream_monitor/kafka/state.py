@@ -59,14 +59,12 @@ def encode(snapshot: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=1).compress(snapshot)
 
 
-def stored(
-    model_id: str, snapshot: bytes, max_pending: int, record_limit: int = STATE_MAX_MESSAGE_BYTES
-) -> bytes:
+def stored(model_id: str, snapshot: bytes, record_limit: int = STATE_MAX_MESSAGE_BYTES) -> bytes:
     """:func:`encode`, refused with :class:`StateTooLargeError` if it does not fit in a
     record of ``record_limit`` bytes (the state topic's ``max.message.bytes``).
 
-    Most of a large snapshot is the JSON of the events waiting in the label join: with
-    ten features, a million pending predictions make about 50 MB stored.
+    The label join's pending events are in the local store, not in the snapshot: what
+    remains is detectors and feature windows, a few hundred kB per model version.
     """
     value = encode(snapshot)
     limit = record_limit - RECORD_OVERHEAD_BYTES
@@ -74,10 +72,9 @@ def stored(
         raise StateTooLargeError(
             f"the state of model {model_id!r} is {len(value) / 1e6:.1f} MB compressed, "
             f"over the {limit / 1e6:.1f} MB a record of the state topic may hold "
-            f"(max.message.bytes, at most {STATE_MAX_MESSAGE_BYTES / 1e6:.0f} MB here); most "
-            "of it is the events waiting in its label join. Lower join.max_pending (now "
-            f"{max_pending:,}; environment: STREAM_MONITOR_JOIN__MAX_PENDING) and restart: "
-            "the oldest waiting events past it are dropped and counted."
+            f"(max.message.bytes, at most {STATE_MAX_MESSAGE_BYTES / 1e6:.0f} MB here): "
+            "raise the state topic's max.message.bytes, or monitor fewer model versions or "
+            "features per model (defaults.features)."
         )
     return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -40,10 +41,21 @@ def settings_for(bootstrap: str, **overrides: Any) -> MonitorSettings:
         "topics": {field: f"{name}-{tag}" for field, name in names.items()},
         "metrics_port": 0,
         "checkpoint": {"every_seconds": 1.0},
+        # A store of its own that outlives a restart of the monitor (as a volume would).
+        "join": {"store_dir": tempfile.mkdtemp(prefix=f"join-store-{tag}-")},
     }
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return MonitorSettings(**base)
+
+
+def with_own_store(settings: MonitorSettings) -> MonitorSettings:
+    """The same settings with a join store of its own: a second instance, or one on
+    another machine (each instance needs its own ``join.store_dir``)."""
+    store_dir = tempfile.mkdtemp(prefix="join-store-")
+    return settings.model_copy(
+        update={"join": settings.join.model_copy(update={"store_dir": store_dir})}
+    )
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:

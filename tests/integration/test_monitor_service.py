@@ -33,6 +33,7 @@ from tests.integration.helpers import (
     settings_for,
     values,
     wait_until,
+    with_own_store,
 )
 
 pytestmark = pytest.mark.integration
@@ -341,7 +342,7 @@ def test_a_second_instance_shares_the_partitions_and_every_pair_counts_once(
     producer.start()
     with running_monitor(settings) as first:
         wait_until(lambda: first.service.processed > 0, 60, "the first instance", first)
-        with running_monitor(settings) as second:
+        with running_monitor(with_own_store(settings)) as second:
             producer.join()
             wait_until(
                 lambda: first.healthy() and all_committed(settings, len(interleaved)),

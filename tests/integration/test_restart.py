@@ -57,9 +57,12 @@ def _interrupted_then_finished(
     # A live stream, 12 s long: the first run is interrupted while records still arrive
     # (from a full topic it could finish before the progress check saw it start).
     producer = threading.Thread(target=publish, args=(settings, SCENARIO, PREDICTIONS_PER_S))
+    first = _start(config, log)
+    # The stream starts once the first run reads: a loaded machine may take many seconds
+    # to start a Python process.
+    wait_until(lambda: "partitions assigned" in log.read_text(), 120, "the first run to start")
     producer.start()
     try:
-        first = _start(config, log)
         wait_until(
             lambda: len(_labelled_ids(settings)) >= progress, 120, "the first run to progress"
         )

@@ -73,6 +73,10 @@ METRICS: dict[str, set[str]] = {
     "stream_monitor_checkpoints_total": set(),
     "stream_monitor_state_discarded_total": set(),
     "stream_monitor_commits_refused_total": set(),
+    "stream_monitor_undeliverable_outputs_total": set(),
+    "stream_monitor_join_store_bytes": set(),
+    "stream_monitor_join_store_over_limit": set(),
+    "stream_monitor_join_rebuilds_total": set(),
     **{f"stream_monitor_batch_processing_seconds{s}": set() for s in _HIST},
     **{f"stream_monitor_checkpoint_seconds{s}": set() for s in _HIST},
 }

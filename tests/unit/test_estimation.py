@@ -19,6 +19,7 @@ from stream_monitor.core.estimation import (
     PerformanceEstimator,
     accuracy_interval,
 )
+from stream_monitor.core.join import MemoryStores
 from stream_monitor.core.monitor import MonitorCore
 from stream_monitor.reference import load_references
 
@@ -271,12 +272,14 @@ def test_multiclass_scores_are_calibrated_per_class() -> None:
 def test_snapshot_and_restore_keep_the_calibrator_and_the_estimate() -> None:
     stream = list(binary_stream(6, 14_000, shift_at=10_000, labels_from=10_000))
     cut = 12_000  # calibrated, a few windows estimated, some compared
-    original = MonitorCore(settings())
+    stores = MemoryStores()  # the pending join entries stay on the shared local disk
+    original = MonitorCore(settings(), stores=stores)
     for topic, _key, value in stream[:cut]:
         original.process(topic, b"m", orjson.dumps(value))  # type: ignore[arg-type]
     before = original.stats().versions["m", "1"].estimation
     assert before is not None and before.ready and before.compared > 0
-    restored = MonitorCore(settings())
+    original.checkpoint_join("m")
+    restored = MonitorCore(settings(), stores=stores)
     restored.restore("m", original.snapshot("m"))
     assert restored.stats().versions["m", "1"].estimation == before
     outputs = []

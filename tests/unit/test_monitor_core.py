@@ -15,6 +15,7 @@ import pytest
 
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import LABELLED_EXAMPLE_TYPE, Output, envelope
+from stream_monitor.core.join import MemoryStores
 from stream_monitor.core.monitor import (
     SNAPSHOT_FORMAT,
     SNAPSHOT_MAGIC,
@@ -260,12 +261,15 @@ def test_a_new_drift_after_the_state_was_rebuilt_never_reuses_an_id(
 def test_snapshot_and_restore_mid_stream_continue_as_if_uninterrupted(
     drop_records: list[Record], drop_outputs: list[Output], split: int
 ) -> None:
-    first = MonitorCore(MonitorSettings())
+    stores = MemoryStores()  # the local disk both processes share
+    first = MonitorCore(MonitorSettings(), stores=stores)
     before = _run(first, drop_records[:split])
+    for model in first.models():
+        first.checkpoint_join(model)
     snapshots = {model: first.snapshot(model) for model in first.models()}
     assert first.stats().pending["prediction"] > 0  # the join state travels too
 
-    second = MonitorCore(MonitorSettings())
+    second = MonitorCore(MonitorSettings(), stores=stores)
     for model, data in snapshots.items():
         second.restore(model, data)
     after = _run(second, drop_records[split:])
@@ -289,20 +293,21 @@ def test_restore_takes_settings_from_this_process_not_the_snapshot() -> None:
 
 
 def test_restore_bounds_the_join_by_this_process_settings() -> None:
-    first = MonitorCore(MonitorSettings())
+    stores = MemoryStores()
+    first = MonitorCore(MonitorSettings(), stores=stores)
     for pid in ("p1", "p2", "p3"):
         first.process("predictions", b"m", _prediction(pid, 3))  # wait for their labels
-    # The documented remedy for a catch-up is a restart with another max_pending: it
-    # must reach models restored from a snapshot, not only new ones.
-    second = MonitorCore(MonitorSettings(join={"max_pending": 2, "ttl_seconds": 30}))
+    first.checkpoint_join("m")
+    # A restart with a shorter TTL reaches models restored from a snapshot too.
+    join = {"ttl_seconds": 30, "max_skew_seconds": 0}
+    second = MonitorCore(MonitorSettings(join=join), stores=stores)
     second.restore("m", first.snapshot("m"))
-    assert second.stats().pending["prediction"] == 2
-    assert second.stats().dropped == Counter({("prediction", "capacity"): 1})
-    # p1 was the oldest; the label 60 s later also expires p2 and p3 under the new TTL.
+    assert second.stats().pending["prediction"] == 3
+    # The label 60 s later expires all three under the new TTL, each counted once.
     assert second.process("ground_truth", b"m", _label("p1", 3)) == []
-    assert second.stats().dropped == Counter(
-        {("prediction", "capacity"): 1, ("prediction", "ttl"): 2}
-    )
+    second.checkpoint_join("m")
+    assert second.stats().dropped == Counter({("prediction", "ttl"): 3})
+    assert second.stats().pending == {"prediction": 0, "label": 1}
 
 
 @pytest.mark.parametrize(
@@ -506,7 +511,7 @@ def test_each_model_version_is_tracked_on_its_own() -> None:
 
 
 def test_stats_count_what_happened() -> None:
-    settings = MonitorSettings(join={"ttl_seconds": 3600})
+    settings = MonitorSettings(join={"ttl_seconds": 3600, "max_skew_seconds": 0})
     core = MonitorCore(settings)
     core.process("predictions", b"m", b"oops")
     _pair(core, "p1", "a", "a")

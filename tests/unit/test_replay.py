@@ -162,11 +162,11 @@ def test_cli_replay_reports_a_line_that_is_not_utf8_and_goes_on(
 def test_cli_replay_with_a_bad_config_exits_2_naming_the_field(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _file(tmp_path, ["join:", "  max_pending: -1"], "bad.yaml")
+    config = _file(tmp_path, ["join:", "  ttl_seconds: -1"], "bad.yaml")
     path = _file(tmp_path, [_line("predictions", _prediction())])
     assert main(["replay", "--config", str(config), str(path)]) == 2
     captured = capsys.readouterr()
-    assert "join.max_pending" in captured.err
+    assert "join.ttl_seconds" in captured.err
     assert captured.out == ""
 
 

@@ -86,7 +86,7 @@ def test_set_overrides_the_environment_and_reports_bad_values(
     monkeypatch.setenv("STREAM_MONITOR_DEFAULTS__POLICY__MIN_ACCURACY_DROP", "0.24")
     text = _summary(capsys, "--set", "defaults.policy.min_accuracy_drop=0.02", str(recorded))
     assert "decisions: 1 retrain requests" in text.split("model churn")[1]
-    assert main(["replay", "--set", "join.max_pending=-1", str(recorded)]) == 2
-    assert "join.max_pending: Input should be greater than 0" in capsys.readouterr().err
-    assert main(["replay", "--set", "join.max_pending", str(recorded)]) == 2
+    assert main(["replay", "--set", "join.ttl_seconds=-1", str(recorded)]) == 2
+    assert "join.ttl_seconds: Input should be greater than 0" in capsys.readouterr().err
+    assert main(["replay", "--set", "join.ttl_seconds", str(recorded)]) == 2
     assert "expected section.field=value" in capsys.readouterr().err

@@ -25,22 +25,25 @@ _PREDICTION = {
 
 
 def test_a_key_that_is_not_utf8_restores_by_its_decoded_name_without_failing() -> None:
-    writer = MonitorCore(MonitorSettings())
-    writer.process("predictions", MODEL.encode(), json.dumps(_PREDICTION).encode())
     service = MonitorService(MonitorSettings(), MonitorMetrics())
+    writer = MonitorCore(MonitorSettings(), stores=service._store)  # on the same disk
+    writer.process("predictions", MODEL.encode(), json.dumps(_PREDICTION).encode())
+    writer.checkpoint_join(MODEL)
     service._snapshots = {MODEL: writer.snapshot(MODEL)}
 
     service._prepare_model(b"m\xff", TopicPartition("predictions", 0))
 
     assert service.core.models() == [MODEL]
     assert service.core.stats().pending["prediction"] == 1
+    service._store.close()
 
 
 def test_a_snapshot_taken_past_the_resume_point_skips_until_its_positions() -> None:
-    writer = MonitorCore(MonitorSettings())
-    writer.process("predictions", b"m", json.dumps({**_PREDICTION, "model_id": "m"}).encode())
-    predictions, labels = TopicPartition("predictions", 3), TopicPartition("ground-truth", 3)
     service = MonitorService(MonitorSettings(), MonitorMetrics())
+    writer = MonitorCore(MonitorSettings(), stores=service._store)
+    writer.process("predictions", b"m", json.dumps({**_PREDICTION, "model_id": "m"}).encode())
+    writer.checkpoint_join("m")
+    predictions, labels = TopicPartition("predictions", 3), TopicPartition("ground-truth", 3)
     service._snapshots = {"m": writer.snapshot("m")}
     service._positions = {"m": {predictions: 120, labels: 80}}
 
@@ -51,6 +54,7 @@ def test_a_snapshot_taken_past_the_resume_point_skips_until_its_positions() -> N
     assert service._restored_ahead_in(labels, 80) == {}
     service._next_offsets = {predictions: 105, labels: 90}
     assert service._positions_of("m") == {predictions: 120, labels: 90}
+    service._store.close()
 
 
 def test_an_invalid_snapshot_is_refused_naming_its_model_and_offset() -> None:
@@ -63,7 +67,9 @@ def test_an_invalid_snapshot_is_refused_naming_its_model_and_offset() -> None:
         if not discard:
             with pytest.raises(StartupError, match="'m' at monitor-state partition 0 offset 41"):
                 service._prepare_model(b"m", TopicPartition("predictions", 0))
+            service._store.close()
             continue
         service._prepare_model(b"m", TopicPartition("predictions", 0))  # starts afresh
         assert service.metrics.state_discarded._value.get() == 1
         assert service.core.models() == []
+        service._store.close()
