@@ -20,7 +20,7 @@ from stream_monitor.config import FeatureDriftSettings, MonitorSettings, Perform
 from stream_monitor.core import codec
 from stream_monitor.core.events import GroundTruth, Prediction, decode
 from stream_monitor.core.features import FeatureDriftTracker
-from stream_monitor.core.join import LabelJoin, MemoryStore
+from stream_monitor.core.join import LabelJoin, MemoryStore, MemoryStores
 from stream_monitor.core.monitor import (
     SNAPSHOT_FORMAT,
     SNAPSHOT_MAGIC,
@@ -90,10 +90,12 @@ def _run(core: MonitorCore, records: list[Record]) -> list[Any]:
 def test_a_restored_core_behaves_identically_on_the_next_1000_events(task: str, split: int) -> None:
     records = _records(3_000, seed=split, task=task)
     settings = MonitorSettings(defaults={"policy": {"retrain_after_labels": 100}})
-    original = MonitorCore(settings)
+    stores = MemoryStores()  # the pending join entries stay on the shared local disk
+    original = MonitorCore(settings, stores=stores)
     before = _run(original, records[:split])
-    restored = MonitorCore(settings)
+    restored = MonitorCore(settings, stores=stores)
     for model in original.models():
+        original.checkpoint_join(model)
         restored.restore(model, original.snapshot(model))
     # The next 1000 records of each model, through both.
     after = records[split : split + 2_000]
