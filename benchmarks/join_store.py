@@ -2,7 +2,7 @@
 number of pending predictions, and labels far beyond the old capacity.
 
 ``pending``: N predictions of 10 features wait in one model's join (their labels have
-not come; TTL 7 days, one prediction a second of event time), written to the store by
+not come; TTL 7 days, 20 predictions a second of event time), written to the store by
 a checkpoint every ``--every`` records. When 100,000 and when N are pending, it
 measures ``--rounds`` checkpoints, each after a steady round of changes: ``--every``
 records, half new predictions and half labels that join stored predictions (the worst
@@ -36,6 +36,8 @@ from stream_monitor.simulate import Scenario, stream
 from stream_monitor.store import RocksStore
 
 T0_MS = 1_767_225_600_000
+# 20 predictions a second: 10 million span 5.8 days, inside the 7-day TTL.
+STEP_MS = 50
 
 
 def status_mb(field: str) -> float:
@@ -58,7 +60,7 @@ class Stream:
     def prediction(self, i: int) -> tuple[Prediction, bytes]:
         raw = (
             f'{{"prediction_id":"p{i}","model_id":"m","model_version":"1",'
-            f'"timestamp":{T0_MS + i * 1000},"features":{self._features[i % 997]},'
+            f'"timestamp":{T0_MS + i * STEP_MS},"features":{self._features[i % 997]},'
             f'"prediction":"yes"}}'
         ).encode()
         return decode(Prediction, raw), raw
@@ -67,7 +69,7 @@ class Stream:
     def label(i: int, at: int) -> tuple[GroundTruth, bytes]:
         raw = (
             f'{{"prediction_id":"p{i}","model_id":"m","label":"yes",'
-            f'"timestamp":{T0_MS + at * 1000}}}'
+            f'"timestamp":{T0_MS + at * STEP_MS}}}'
         ).encode()
         return decode(GroundTruth, raw), raw
 
