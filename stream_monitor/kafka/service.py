@@ -36,7 +36,6 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import (
     GroundTruth,
-    InvalidRecordError,
     Output,
     Prediction,
     batched,
@@ -431,19 +430,23 @@ class MonitorService:
     ) -> _Counted:
         """A model's valid input records before ``ends``, parsed, with their JSON."""
         counted = _Counted()
+        limits = self.settings.limits
 
         def records() -> Iterator[tuple[Prediction | GroundTruth, bytes]]:
             for record in read_to_end(reader, partitions):
                 tp = TopicPartition(record.topic, record.partition)
                 if record.offset >= ends[tp] or record.key != key or record.value is None:
                     continue
+                # Refused as the live run refused them (event time bounded around the
+                # clock): a record stamped in year 9999 must not expire the rebuild.
+                clock = time.time()
                 try:
                     event: Prediction | GroundTruth = (
-                        parse_record(Prediction, record.key, record.value)
+                        parse_record(Prediction, record.key, record.value, limits, clock)
                         if self._input[record.topic] == "predictions"
-                        else parse_record(GroundTruth, record.key, record.value)
+                        else parse_record(GroundTruth, record.key, record.value, limits, clock)
                     )
-                except InvalidRecordError:
+                except Exception:  # as in MonitorCore.process: any error sent it to dead-letter
                     continue  # went to dead-letter when it was first read
                 counted.count += 1
                 yield event, record.value
