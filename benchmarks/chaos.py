@@ -139,9 +139,14 @@ def _finish(
     failures: list[str],
 ) -> None:
     """A last run until every record is committed, stopped with SIGTERM."""
+    assigned = log.read_text().count("partitions assigned") if log.exists() else 0
     monitor = _start_monitor(config, log)
     deadline = time.monotonic() + 600
-    while _committed(bootstrap, settings.kafka.group_id) < total:
+    # Started (its SIGTERM handler in place), and every record committed.
+    while (
+        log.read_text().count("partitions assigned") <= assigned
+        or _committed(bootstrap, settings.kafka.group_id) < total
+    ):
         if monitor.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the last run did not finish the stream: see {log}")
         time.sleep(0.5)
