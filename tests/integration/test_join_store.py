@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from stream_monitor.config import MonitorSettings
+from stream_monitor.core.events import unbatch
 from stream_monitor.kafka.output import DEAD_LETTER_MAX_BYTES
 from stream_monitor.metrics import MonitorMetrics
 from stream_monitor.simulate import Scenario, SimTopic, publish_events, stream
@@ -35,8 +36,8 @@ Event = tuple[SimTopic, str, dict[str, Any]]
 
 
 def _joined_ids(settings: MonitorSettings) -> set[str]:
-    examples = values(settings.kafka.bootstrap_servers, settings.topics.labelled_examples)
-    return {e["data"]["prediction_id"] for e in examples}
+    records = read_all(settings.kafka.bootstrap_servers, settings.topics.labelled_examples, 120)
+    return {e["data"]["prediction_id"] for r in records for e in unbatch(r.value)}
 
 
 def _wait_for_all(
@@ -155,7 +156,8 @@ def test_an_output_the_broker_refuses_sends_its_input_to_dead_letter(bootstrap: 
     # A 600 kB prediction_id: each input fits in a record, their labelled example (1.2
     # MB) does not. The input that made the pair goes to dead-letter with its size,
     # offset and hash; the examples around it are delivered, and the service goes on.
-    settings = settings_for(bootstrap, kafka={"partitions": 1})
+    # An id this long passes the input limits only when they allow it.
+    settings = settings_for(bootstrap, kafka={"partitions": 1}, limits={"max_id_length": 1_000_000})
     now_ms = int(time.time() * 1000)
     big = "x" * 600_000
     events = [e for i in range(200) for e in _pair(f"p{i}", now_ms - 60_000 + i)]
