@@ -7,19 +7,26 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import pytest
 import yaml
 
 from stream_monitor.config import MonitorSettings
-from stream_monitor.simulate import Scenario, publish
+from stream_monitor.simulate import Scenario, publish_events, stream
 from tests.integration.helpers import create_topics, settings_for, values, wait_until
 
 pytestmark = pytest.mark.integration
 
-SCENARIO = Scenario(events=12_000, drift_at=6000, accuracy_before=0.92, accuracy_after=0.65)
+# A 17-point drop: within what a retrain can fix (a drop surely beyond
+# policy.critical_accuracy_drop pages instead of asking for a retrain).
+SCENARIO = Scenario(events=12_000, drift_at=6000, accuracy_before=0.92, accuracy_after=0.75)
 PREDICTIONS_PER_S = 1_000
+# Records (a prediction and a label each) published before the stream waits for the first
+# run's interrupt: 5000 predictions, beyond any ``progress`` below, before the drift.
+RECORDS_BEFORE_INTERRUPT = 10_000
+INTERRUPT_TIMEOUT_S = 300.0
 
 
 def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -40,6 +47,16 @@ def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
     assert process.wait(timeout=60) == 0, log.read_text()
 
 
+def _publish_held_until(settings: MonitorSettings, interrupted: threading.Event) -> None:
+    """SCENARIO as a live stream, the rest held back after RECORDS_BEFORE_INTERRUPT until
+    ``interrupted`` is set: however loaded the machine, records are still to come when the
+    first run is interrupted."""
+    records = stream(SCENARIO)
+    publish_events(settings, islice(records, RECORDS_BEFORE_INTERRUPT), PREDICTIONS_PER_S)
+    interrupted.wait(INTERRUPT_TIMEOUT_S)
+    publish_events(settings, records, PREDICTIONS_PER_S)
+
+
 def _interrupted_then_finished(
     bootstrap: str,
     tmp_path: Path,
@@ -54,9 +71,10 @@ def _interrupted_then_finished(
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     log = tmp_path / "monitor.log"
     create_topics(settings)
-    # A live stream, 12 s long: the first run is interrupted while records still arrive
-    # (from a full topic it could finish before the progress check saw it start).
-    producer = threading.Thread(target=publish, args=(settings, SCENARIO, PREDICTIONS_PER_S))
+    # A live stream: the first run is interrupted while records still arrive (from a full
+    # topic it could finish before the progress check saw it start).
+    interrupted = threading.Event()
+    producer = threading.Thread(target=_publish_held_until, args=(settings, interrupted))
     first = _start(config, log)
     # The stream starts once the first run reads: a loaded machine may take many seconds
     # to start a Python process.
@@ -69,6 +87,7 @@ def _interrupted_then_finished(
         interrupt(first, log)
         assert producer.is_alive(), "the stream ended before the first run was interrupted"
     finally:
+        interrupted.set()
         producer.join()
 
     second = _start(config, log)
