@@ -133,8 +133,11 @@ class Monitor:
     process: subprocess.Popen[bytes] | None = None
     kills: int = 0
     stops: list[str] = field(default_factory=list)
+    logged_before: int = 0
+    """The log's size when the current process was started: what it logs comes after."""
 
     def start(self) -> None:
+        self.logged_before = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream_monitor.cli", "monitor", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -159,8 +162,34 @@ class Monitor:
         self.kills += 1
         self.start()
 
+    def started(self) -> bool:
+        """Whether the current process logged "monitor started" (its SIGTERM handler is
+        set before: until then a SIGTERM ends it with -15, not with a clean stop)."""
+        with self.log.open("rb") as log:
+            log.seek(self.logged_before)
+            for line in log:
+                try:
+                    if json.loads(line).get("message") == "monitor started":
+                        return True
+                except ValueError:
+                    continue
+        return False
+
+    def wait_started(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.started():
+            self.check()
+            if time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace").splitlines()[-5:]
+                raise SystemExit(
+                    f"the monitor did not log 'monitor started' within {timeout:g} s of its "
+                    f"start: {' | '.join(tail)}"
+                )
+            time.sleep(0.2)
+
     def stop(self) -> int:
         self.check()
+        self.wait_started()  # a process restarted after a kill may still be importing
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=120)
