@@ -2,13 +2,14 @@
 
 :class:`PredictionLogger` turns plain Python values into a prediction event, keys it by
 ``model_id``, stamps its event time, checks it against the contract the monitor applies
-(:mod:`stream_monitor.core.events`), hands it to a kafka-python producer and returns the
-``prediction_id``. :class:`LabelReporter` sends the ground truth for an id when it is
-known. A call that breaks the contract raises :class:`InvalidEventError` at once, in the
-app, instead of the event landing in ``dead-letter`` later; sending is Kafka's
-asynchronous send, so the request path waits neither for the broker nor for its answer.
-A send the producer cannot take within ``max_block_ms`` (its buffer full while the
-broker is away) is dropped and counted, not raised: serving goes on.
+(:mod:`stream_monitor.core.events`) and its input limits (``settings.limits``), hands it
+to a kafka-python producer and returns the ``prediction_id``. :class:`LabelReporter`
+sends the ground truth for an id when it is known. A call that breaks the contract or
+the limits raises :class:`InvalidEventError` at once, in the app, instead of the event
+landing in ``dead-letter`` later; sending is Kafka's asynchronous send, so the request
+path waits neither for the broker nor for its answer. A send the producer cannot take
+within ``max_block_ms`` (its buffer full while the broker is away) is dropped and
+counted, not raised: serving goes on.
 
 ::
 
@@ -48,7 +49,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.partitioner.default import murmur2
 
-from stream_monitor.config import MonitorSettings
+from stream_monitor.config import LimitSettings, MonitorSettings
 from stream_monitor.core.events import GroundTruth, InvalidRecordError, Prediction, parse_record
 from stream_monitor.kafka.topics import check_access
 
@@ -112,11 +113,21 @@ def _epoch_ms(timestamp: datetime | float | None, clock: Callable[[], float]) ->
     return round(float(timestamp) * 1000)
 
 
-def _checked(schema: type[Any], model_id: str, event: dict[str, Any]) -> bytes:
-    """The event as JSON, after the monitor's own check of it."""
-    value = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
+def _checked(
+    schema: type[Any],
+    model_id: str,
+    event: dict[str, Any],
+    limits: LimitSettings | None,
+    clock: float | None,
+) -> bytes:
+    """The event as JSON, after the monitor's own check of it (its contract, and with
+    ``limits`` its input limits, the event time against ``clock`` in epoch seconds)."""
     try:
-        parse_record(schema, model_id.encode(), value)
+        value = orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as exc:  # an int beyond 64 bits, a type JSON lacks
+        raise InvalidEventError(str(exc)) from None
+    try:
+        parse_record(schema, model_id.encode(), value, limits, clock)
     except InvalidRecordError as exc:
         raise InvalidEventError(exc.detail) from None
     return value
@@ -131,8 +142,12 @@ def prediction_record(
     prediction: Any,
     scores: Mapping[str, float] | None = None,
     extra: Mapping[str, Any] | None = None,
+    limits: LimitSettings | None = None,
+    clock: float | None = None,
 ) -> bytes:
-    """The value of a prediction record, checked as the monitor checks it.
+    """The value of a prediction record, checked as the monitor checks it (with
+    ``limits``, against the monitor's input limits too: its ``settings.limits``, the
+    event time against ``clock``, epoch seconds, when given).
 
     >>> prediction_record("churn", "7", "p-1", 1764064800000, {"tenure": 14}, "yes")
     b'{"prediction_id":"p-1","model_id":"churn","model_version":"7","timestamp":1764064800000,"features":{"tenure":14},"prediction":"yes"}'
@@ -157,11 +172,19 @@ def prediction_record(
     }
     if scores is not None:
         event["scores"] = dict(scores)
-    return _checked(Prediction, model_id, event)
+    return _checked(Prediction, model_id, event, limits, clock)
 
 
-def label_record(model_id: str, prediction_id: str, timestamp_ms: int, label: Any) -> bytes:
-    """The value of a ground-truth record, checked as the monitor checks it.
+def label_record(
+    model_id: str,
+    prediction_id: str,
+    timestamp_ms: int,
+    label: Any,
+    limits: LimitSettings | None = None,
+    clock: float | None = None,
+) -> bytes:
+    """The value of a ground-truth record, checked as :func:`prediction_record` checks
+    a prediction.
 
     >>> label_record("churn", "p-1", 1764064900000, "no")
     b'{"prediction_id":"p-1","model_id":"churn","label":"no","timestamp":1764064900000}'
@@ -173,7 +196,7 @@ def label_record(model_id: str, prediction_id: str, timestamp_ms: int, label: An
         "label": label,
         "timestamp": timestamp_ms,
     }
-    return _checked(GroundTruth, model_id, event)
+    return _checked(GroundTruth, model_id, event, limits, clock)
 
 
 class _Sender:
@@ -307,6 +330,8 @@ class PredictionLogger(_Sender):
             prediction,
             scores,
             extra,
+            self.settings.limits,
+            self._clock(),
         )
         self._send(self.model_id, value)
         return prediction_id
@@ -336,5 +361,12 @@ class LabelReporter(_Sender):
     ) -> None:
         """Send the label of ``prediction_id`` (event time: ``timestamp``, default now).
         Raises :class:`InvalidEventError` if the event would break the contract."""
-        value = label_record(self.model_id, prediction_id, _epoch_ms(timestamp, self._clock), label)
+        value = label_record(
+            self.model_id,
+            prediction_id,
+            _epoch_ms(timestamp, self._clock),
+            label,
+            self.settings.limits,
+            self._clock(),
+        )
         self._send(self.model_id, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import math
 
 import numpy as np
@@ -17,7 +18,8 @@ from stream_monitor.client import (
     partition_for,
     prediction_record,
 )
-from stream_monitor.core.events import GroundTruth, Prediction, parse_record
+from stream_monitor.config import MonitorSettings
+from stream_monitor.core.events import GroundTruth, InvalidRecordError, Prediction, parse_record
 
 # org.apache.kafka.common.utils.UtilsTest.testMurmur2: the Java client's own vectors
 # (signed 32-bit ints; kafka-python returns the same bits unsigned).
@@ -91,6 +93,83 @@ def test_a_label_record_is_what_the_monitor_accepts() -> None:
         label_record("m", "p", 0, math.nan)
     with pytest.raises(InvalidEventError, match="prediction_id"):
         label_record("m", "", 0, 1)
+
+
+NOW = 1_764_064_800.0  # the clock, epoch seconds
+LIMITS = MonitorSettings().limits
+
+
+def _deep(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("prediction_id", "timestamp_ms", "features", "extra", "message"),
+    [
+        ("p" * 900_000, NOW * 1000, {"x": 1}, None, "limits.max_id_length"),
+        ("p", NOW * 1000, {"x": "t" * 5000}, None, "limits.max_text_length"),
+        ("p", NOW * 1000, {"x": 1}, {"trace": _deep(20)}, "limits.max_depth"),
+        ("p", (NOW + 7200) * 1000, {"x": 1}, None, "limits.max_event_time_ahead_seconds"),
+        ("p", NOW * 1000, {"x": 1e200}, None, "at `$.features.x`"),
+    ],
+)
+def test_a_prediction_past_the_monitors_limits_raises_at_once(
+    prediction_id: str,
+    timestamp_ms: float,
+    features: dict[str, object],
+    extra: dict[str, object] | None,
+    message: str,
+) -> None:
+    record = (
+        "m", "1", prediction_id, int(timestamp_ms), features, "a", None, extra, LIMITS, NOW
+    )  # fmt: skip
+    with pytest.raises(InvalidEventError, match=message.replace("$", r"\$")):
+        prediction_record(*record)
+    # The monitor dead-letters the same record for the same reason.
+    with pytest.raises(InvalidRecordError, match=message.replace("$", r"\$")):
+        parse_record(Prediction, b"m", json.dumps(_fields(*record[:8])).encode(), LIMITS, NOW)
+
+
+def _fields(
+    model_id: str,
+    model_version: str,
+    prediction_id: str,
+    timestamp_ms: int,
+    features: dict[str, object],
+    prediction: str,
+    _scores: None,
+    extra: dict[str, object] | None,
+) -> dict[str, object]:
+    return {
+        **(extra or {}),
+        "prediction_id": prediction_id,
+        "model_id": model_id,
+        "model_version": model_version,
+        "timestamp": timestamp_ms,
+        "features": features,
+        "prediction": prediction,
+    }
+
+
+def test_an_integer_beyond_64_bits_is_an_invalid_event_not_a_crash() -> None:
+    with pytest.raises(InvalidEventError, match="64-bit"):
+        prediction_record("m", "1", "p", int(NOW * 1000), {"x": 2**70}, "a")
+
+
+def test_the_limits_are_the_settings_given() -> None:
+    tight = MonitorSettings(limits={"max_id_length": 8, "max_event_time_ahead_seconds": 60}).limits
+    args = ("m", "1", "p-123456789", int(NOW * 1000), {"x": 1}, "a")
+    prediction_record(*args, limits=LIMITS, clock=NOW)
+    with pytest.raises(InvalidEventError, match=r"limits\.max_id_length"):
+        prediction_record(*args, limits=tight, clock=NOW)
+    label_record("m", "p", int((NOW + 120) * 1000), "a", LIMITS, NOW)
+    with pytest.raises(InvalidEventError, match=r"limits\.max_event_time_ahead_seconds"):
+        label_record("m", "p", int((NOW + 120) * 1000), "a", tight, NOW)
+    with pytest.raises(InvalidEventError, match=r"limits\.max_id_length"):
+        label_record("m", "q" * 900_000, int(NOW * 1000), "a", LIMITS, NOW)
 
 
 def test_event_time_is_now_or_given_with_a_time_zone() -> None:
