@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from kafka import KafkaProducer
@@ -53,6 +54,11 @@ def test_every_prediction_and_label_sent_through_the_client_is_joined(bootstrap:
             reporters[model].report(prediction_id, label)
         with pytest.raises(InvalidEventError, match="features"):
             loggers["churn"].log({"x": [1.0]}, True)
+        # The monitor's input limits (settings.limits) too: it would dead-letter these.
+        with pytest.raises(InvalidEventError, match=r"limits\.max_id_length"):
+            loggers["churn"].log({"x": 1.0}, True, prediction_id="p" * 900_000)
+        with pytest.raises(InvalidEventError, match=r"limits\.max_event_time_ahead_seconds"):
+            reporters["fraud"].report("p", True, timestamp=time.time() + 7200)
         for logger in loggers.values():
             logger.close(timeout=30)
         for model in models:
