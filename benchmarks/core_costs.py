@@ -20,7 +20,6 @@ both loops), these give the ratio the monitor can reach at best.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import time
@@ -32,6 +31,7 @@ from stream_monitor.config import FeatureDriftSettings, MonitorSettings
 from stream_monitor.core.events import GroundTruth, Prediction, parse_record
 from stream_monitor.core.features import FeatureDriftTracker
 from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.kafka.service import set_aside_startup_objects
 from stream_monitor.simulate import Scenario, stream
 
 
@@ -49,9 +49,7 @@ def main() -> None:
         for topic, key, value in records
         if topic == "predictions"
     ]
-    # As the service does after start-up: the libraries' objects out of every collection.
-    gc.collect()
-    gc.freeze()
+    set_aside_startup_objects()  # as the service does after start-up
 
     def bare() -> None:
         for _, _, value in records:

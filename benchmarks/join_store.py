@@ -32,6 +32,7 @@ from stream_monitor.config import MonitorSettings
 from stream_monitor.core.events import GroundTruth, Prediction, decode
 from stream_monitor.core.join import LabelJoin
 from stream_monitor.core.monitor import MonitorCore
+from stream_monitor.kafka.service import set_aside_startup_objects
 from stream_monitor.simulate import Scenario, stream
 from stream_monitor.store import RocksStore
 
@@ -94,6 +95,7 @@ def checkpoint_times(
 
 def pending(args: argparse.Namespace) -> None:
     source = Stream()
+    set_aside_startup_objects()  # as the service does after start-up
     with tempfile.TemporaryDirectory(prefix="join-bench-") as directory:
         store = RocksStore(Path(directory), cache_mb=64)
         join = LabelJoin(ttl_seconds=7 * 86_400.0, store=store.view("m"))
@@ -141,6 +143,7 @@ def late(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="join-bench-") as directory:
         store = RocksStore(Path(directory), cache_mb=64)
         core = MonitorCore(MonitorSettings(), stores=store)
+        set_aside_startup_objects()
         started = time.perf_counter()
         for n, (topic, key, value) in enumerate(stream(scenario), start=1):
             core.process(topic, key.encode(), orjson.dumps(value))
