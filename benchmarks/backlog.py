@@ -111,33 +111,30 @@ def rebuild(settings: MonitorSettings, predictions: int) -> None:
     scenario = Scenario(events=predictions, drift_at=None, with_labels=False)
     total = publish_events(settings, stream(scenario))
     print(f"{total:,} predictions written (10 features, no labels)")
-    first = MonitorService(settings, MonitorMetrics())
-    run_until(first, total)
-    print(f"first monitor: {first.core.stats().pending['prediction']:,} pending, checkpointed")
-    # A second monitor with a new temporary store: the partition has moved to it.
+    run_until(MonitorService(settings, MonitorMetrics()), total)
+    print("first monitor: every prediction read, pending, checkpointed")
+    # A second monitor with a new temporary store: the partition has moved to it. It
+    # restores a model when a record of it comes: one more prediction.
     seen = _RebuildLog()
     logging.getLogger("stream_monitor.kafka.service").addHandler(seen)
     second = MonitorService(settings, MonitorMetrics())
-    started = time.perf_counter()
     thread = threading.Thread(target=second.run, daemon=True)
     thread.start()
+    one_more = Scenario(events=1, drift_at=None, with_labels=False, id_prefix="one-more-")
+    publish_events(settings, stream(one_more))
     while not seen.fields:
         if not thread.is_alive():
             raise SystemExit("the second monitor stopped: its error is above")
         time.sleep(0.01)
-    until_rebuilt = time.perf_counter() - started
     second.stop.set()
     thread.join()
     pending, seconds = seen.fields["pending"], seen.fields["seconds"]
     print()
-    print(
-        "| pending predictions | records read again | rebuild s | s per million pending "
-        "| start to rebuilt s |"
-    )
-    print("|---|---|---|---|---|")
+    print("| pending predictions | records read again | rebuild s | s per million pending |")
+    print("|---|---|---|---|")
     print(
         f"| {pending:,} | {seen.fields['records']:,} | {seconds:.1f} | "
-        f"{seconds / pending * 1e6:.1f} | {until_rebuilt:.1f} |"
+        f"{seconds / pending * 1e6:.1f} |"
     )
 
 
