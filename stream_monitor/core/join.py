@@ -14,11 +14,6 @@ PendingKind = Literal["prediction", "label"]
 DropReason = Literal["ttl", "duplicate"]
 KINDS: tuple[PendingKind, PendingKind] = ("prediction", "label")
 REBUILD_BATCH = 50_000
-# Predictions a checkpoint has written stay decoded in memory up to this much of their
-# JSON (about three times as much in objects): a backlog read with the predictions'
-# topic one fetch ahead of the labels' has tens of thousands waiting at a checkpoint,
-# and their labels then join without a disk read and a decode (docs/state.md).
-RECENT_BYTES = 16 * 1024 * 1024
 """Records a rebuild joins in memory before it writes them to the store."""
 
 
@@ -222,9 +217,6 @@ class LabelJoin:
         self._stored_label_ids: set[str] = set(store.ids("label")) if self._stored else set()
         # A lower bound on the overlay's front timestamps: below it no expiry check.
         self._next_expiry = float("inf")
-        # Stored predictions also kept decoded, oldest first, within RECENT_BYTES.
-        self._recent: OrderedDict[str, tuple[Prediction, bytes]] = OrderedDict()
-        self._recent_bytes = 0
 
     # ---- records -------------------------------------------------------------------
 
@@ -267,18 +259,10 @@ class LabelJoin:
         is none, or it is past the cutoff (then it expires here, counted)."""
         if pid in self._gone:
             return None
-        # Any: a prediction, as ``schema`` is when ``kind`` is (mypy cannot tell).
-        recent: tuple[Any, bytes] | None = None
-        if kind == "prediction":
-            recent = self._recent.pop(pid, None)
-        if recent is not None:
-            self._recent_bytes -= len(recent[1])
-            event, raw = recent
-        else:
-            stored = self._store.get(kind, pid)
-            if stored is None:
-                return None
-            event, raw = decode(schema, stored), stored
+        raw = self._store.get(kind, pid)
+        if raw is None:
+            return None
+        event = decode(schema, raw)
         self._gone.add(pid)
         self._stored[kind] -= 1
         self._stored_label_ids.discard(pid)
@@ -294,6 +278,7 @@ class LabelJoin:
         """Write what changed since the last checkpoint to the store, in one batch, and
         expire what the TTL has passed there; returns the new checkpoint number. Its cost
         grows with the changes since the last checkpoint, not with what is pending."""
+        self._expire_stragglers()
         puts = [
             StoreEntry("prediction", p, e.timestamp, raw)
             for p, (e, raw) in self._predictions.items()
@@ -309,9 +294,6 @@ class LabelJoin:
             self._dropped[kind, "ttl"] += 1
             if kind == "label":
                 self._stored_label_ids.discard(pid)
-            else:
-                self._forget_recent(pid)
-        self._remember(self._predictions)
         self._predictions.clear()
         self._labels.clear()
         self._joined_stored.clear()
@@ -319,20 +301,18 @@ class LabelJoin:
         self._next_expiry = float("inf")
         return self.sequence
 
-    def _remember(self, written: OrderedDict[str, tuple[Prediction, bytes]]) -> None:
-        """Keep the predictions just written decoded too, the oldest leaving first."""
-        recent = self._recent
-        for pid, entry in written.items():
-            self._forget_recent(pid)  # a repeated id: the newer copy, as in the store
-            recent[pid] = entry
-            self._recent_bytes += len(entry[1])
-        while self._recent_bytes > RECENT_BYTES:
-            self._recent_bytes -= len(recent.popitem(last=False)[1][1])
-
-    def _forget_recent(self, pid: str) -> None:
-        entry = self._recent.pop(pid, None)
-        if entry is not None:
-            self._recent_bytes -= len(entry[1])
+    def _expire_stragglers(self) -> None:
+        """Expire, counted, what waits in the overlay behind a younger entry past the
+        cutoff: the store's walk has passed its time and would never reach it."""
+        cutoff = self.cutoff
+        tables: tuple[tuple[PendingKind, OrderedDict[str, Any]], ...] = (
+            ("prediction", self._predictions),
+            ("label", self._labels),
+        )
+        for kind, table in tables:
+            for pid in [p for p, (e, _) in table.items() if e.timestamp < cutoff]:
+                del table[pid]
+                self._dropped[kind, "ttl"] += 1
 
     @property
     def changed(self) -> bool:

@@ -6,11 +6,8 @@ import json
 import pickle
 from collections import Counter
 
-import pytest
-
-from stream_monitor.core import join as join_module
 from stream_monitor.core.events import GroundTruth, Prediction, decode, to_json
-from stream_monitor.core.join import LabelJoin, MemoryStore, PendingKind
+from stream_monitor.core.join import LabelJoin, MemoryStore
 
 DAY = 86_400.0
 
@@ -269,46 +266,26 @@ def test_a_stored_prediction_joins_once_even_before_the_next_checkpoint() -> Non
     assert (join.pending("prediction"), join.pending("label")) == (0, 1)
 
 
-class _CountedStore(MemoryStore):
-    """A store that counts its reads."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def get(self, kind: PendingKind, prediction_id: str) -> bytes | None:
-        self.reads += 1
-        return super().get(kind, prediction_id)
-
-
-def test_labels_of_predictions_just_written_join_without_reading_the_store() -> None:
-    store = _CountedStore()
-    join = LabelJoin(store=store)
-    for i in range(100):
-        join.add_prediction(_prediction(f"p{i}", i))
+def test_a_repeated_stored_prediction_joins_one_label_only() -> None:
+    join = LabelJoin()
+    join.add_prediction(_prediction("p1", 0))
     join.checkpoint()
-    joined = [join.add_label(_label(f"p{i}", 200)) for i in range(100)]
-    assert [j.prediction.prediction_id for j in joined if j] == [f"p{i}" for i in range(100)]
-    assert store.reads == 0
+    join.add_prediction(_prediction("p1", 1))  # the serving app sent it again
     join.checkpoint()
-    assert store.ids("prediction") == [] and join.pending("prediction") == 0
+    assert join.add_label(_label("p1", 2)) is not None
+    join.checkpoint()
+    assert join.add_label(_label("p1", 3)) is None  # waits as a label: no second pair
 
 
-def test_past_the_memory_bound_stored_predictions_are_read_from_the_store(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    raw = to_json(_prediction("p0", 0))
-    monkeypatch.setattr(join_module, "RECENT_BYTES", 10 * len(raw))  # about 10 kept
-    store = _CountedStore()
-    join = LabelJoin(store=store)
-    for i in range(100):
-        join.add_prediction(_prediction(f"p{i}", i))
+def test_a_straggler_past_the_cutoff_expires_at_the_checkpoint_counted() -> None:
+    join = LabelJoin(ttl_seconds=DAY, max_skew_seconds=0)
+    join.add_prediction(_prediction("young", 2 * DAY))
+    join.add_prediction(_prediction("straggler", 0))  # behind a younger one in arrival
+    join.add_label(_label("other", 2 * DAY))  # cutoff: 1 day
     join.checkpoint()
-    joined = [join.add_label(_label(f"p{i}", 200)) for i in range(100)]
-    assert [j.prediction for j in joined if j] == [_prediction(f"p{i}", i) for i in range(100)]
-    assert 85 <= store.reads <= 91  # the oldest from disk, the newest from memory
-    join.checkpoint()
-    assert store.ids("prediction") == [] and join.take_dropped() == Counter()
+    assert join.take_dropped() == Counter({("prediction", "ttl"): 1})
+    assert join.pending("prediction") == 1
+    assert join.add_label(_label("straggler", 2 * DAY)) is None
 
 
 def test_a_stored_early_label_is_replaced_by_a_later_one() -> None:
