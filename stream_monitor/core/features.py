@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter, methodcaller
 from typing import Literal
@@ -400,24 +400,23 @@ class _NumericGroup:
         scaled = enough & (moved | shrunk)
         missing = (missing_share >= s.missing_share) & (self.missing_reference <= self.size / 2)
         hit = inputs & (missing | scaled | constant)
-        signals = []
-        for j in _transition(self.broken, hit, ~hit):
-            name = self.columns[j].name
-            if missing[j]:
-                detail = f"{name} is missing in {missing_share[j]:.0%} of the window"
-                score, threshold = float(missing_share[j]), s.missing_share
-            elif constant[j]:
-                detail = f"{name} is constant where the reference varied"
-                score, threshold = 1.0, _VARIED
-            else:
-                detail = f"{name}'s scale moved by a factor {ratio[j]:.3g} (a unit change?)"
-                score, threshold = float(ratio[j]), s.scale_factor
-            signals.append(
-                FeatureSignal(
-                    name, "breakage", "breakage", score, threshold, None, None, observations, detail
-                )
-            )
-        return signals
+        return _breakage_signals(
+            self.columns,
+            _transition(self.broken, hit, ~hit),
+            [
+                (missing, _missing_detail(missing_share), missing_share, s.missing_share),
+                (constant, _constant_detail, np.ones_like(ratio), _VARIED),
+                (
+                    scaled,
+                    lambda name, j: (
+                        f"{name}'s scale moved by a factor {ratio[j]:.3g} (a unit change?)"
+                    ),
+                    ratio,
+                    s.scale_factor,
+                ),
+            ],
+            observations,
+        )
 
     def _adwin_round(self, observations: int) -> tuple[BoolArray, BoolArray]:
         """ADWIN's new episodes, and where ADWIN lets a drifted column recover.
@@ -513,6 +512,36 @@ class _Breakage:
 
 _VARIED = 0.95
 """A column varied in its reference when its most frequent value had at most this share."""
+
+
+# A broken-pipeline signature: where it holds, how to say it (a column's name and
+# index), its score by column, and the threshold the score passed.
+_Signature = tuple[BoolArray, Callable[[str, int], str], dist.FloatArray, float]
+
+
+def _breakage_signals(
+    columns: Sequence[_Column], starting: list[int], signatures: list[_Signature], observations: int
+) -> list[FeatureSignal]:
+    """A breakage signal for each column in ``starting``, named by the first of
+    ``signatures`` that holds for it (one does: they make up its hit)."""
+    signals = []
+    for j in starting:
+        name = columns[j].name
+        _, describe, scores, threshold = next(sig for sig in signatures if sig[0][j])
+        score, detail = float(scores[j]), describe(name, j)
+        breakage = FeatureSignal(
+            name, "breakage", "breakage", score, threshold, None, None, observations, detail
+        )
+        signals.append(breakage)
+    return signals
+
+
+def _missing_detail(share: dist.FloatArray) -> Callable[[str, int], str]:
+    return lambda name, j: f"{name} is missing in {share[j]:.0%} of the window"
+
+
+def _constant_detail(name: str, j: int) -> str:
+    return f"{name} is constant where the reference varied"
 
 
 def _row_medians(values: dist.FloatArray) -> dist.FloatArray:
@@ -725,24 +754,23 @@ class _CategoricalGroup:
         top = (table[:, : self.cells] * self.kept_cell).max(axis=1)
         constant = enough & (top == valid) & (self.top_share <= _VARIED)
         hit = inputs & (missing | unseen | constant)
-        signals = []
-        for j in _transition(self.broken, hit, ~hit):
-            name = self.columns[j].name
-            if missing[j]:
-                detail = f"{name} is missing in {missing_share[j]:.0%} of the window"
-                score, threshold = float(missing_share[j]), s.missing_share
-            elif unseen[j]:
-                detail = f"{unseen_share[j]:.0%} of {name}'s values were never seen (renamed?)"
-                score, threshold = float(unseen_share[j]), s.unseen_share
-            else:
-                detail = f"{name} is constant where the reference varied"
-                score, threshold = 1.0, _VARIED
-            signals.append(
-                FeatureSignal(
-                    name, "breakage", "breakage", score, threshold, None, None, observations, detail
-                )
-            )
-        return signals
+        return _breakage_signals(
+            self.columns,
+            _transition(self.broken, hit, ~hit),
+            [
+                (missing, _missing_detail(missing_share), missing_share, s.missing_share),
+                (
+                    unseen,
+                    lambda name, j: (
+                        f"{unseen_share[j]:.0%} of {name}'s values were never seen (renamed?)"
+                    ),
+                    unseen_share,
+                    s.unseen_share,
+                ),
+                (constant, _constant_detail, np.ones_like(unseen_share), _VARIED),
+            ],
+            observations,
+        )
 
     def psi(self, j: int) -> float:
         return float(dist.psi(self.reference_counts[j], self.last["cells"][j], self.epsilon))
