@@ -842,7 +842,7 @@ class FeatureDriftTracker:
     :attr:`unmonitored` and raises one ``schema`` signal (a schema change), and it is
     monitored from the next version's reference on.
 
-    The tracker is plain Python and numpy, and pickles as a whole.
+    The tracker is plain Python and numpy, written whole by :mod:`stream_monitor.core.codec`.
 
     Parameters
     ----------

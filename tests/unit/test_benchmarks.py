@@ -63,7 +63,7 @@ def test_snapshot_codec_prints_both_formats_and_their_ratio() -> None:
     rows = [line.split("|")[1:-1] for line in printed.splitlines() if "| " in line[:2]]
     assert [row[0].strip() for row in rows[1:]] == [
         "codec (msgpack, allowlist)",
-        "pickle (baseline)",
+        "MessagePack alone (baseline)",
     ]
     assert all(float(cell) > 0 for row in rows[1:] for cell in row[1:4])
-    assert "codec / pickle, snapshot + restore:" in printed
+    assert "codec / MessagePack alone, snapshot + restore:" in printed

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from stream_monitor.core import codec
 from stream_monitor.core.features import (
     PREDICTION,
     SCORE_PREFIX,
@@ -200,25 +200,25 @@ def test_snapshot_and_restore_mid_stream() -> None:
     events = list(_events(rng, 2000, 3)) + list(_events(rng, 2000, 3, shift={2: 1.0}))
     tracker = FeatureDriftTracker(FeatureDriftSettings(), "classification")
     first = _run(tracker, iter(events[:1525]))  # mid-round, after the reference
-    copy = pickle.loads(pickle.dumps(tracker))
+    copy = codec.loads(codec.dumps(tracker))
     rest = _run(tracker, iter(events[1525:]))
     assert _run(copy, iter(events[1525:])) == rest
     assert first == [] and [s.feature for s in rest] == ["f2"]
 
 
 def test_a_snapshot_with_16_bit_codes_restores_to_the_same_decisions() -> None:
-    # Versions before 32-bit codes pickled their windows as int16.
+    # Versions before 32-bit codes stored their windows as int16.
     rng = np.random.default_rng(21)
     events = list(_events(rng, 2000, 3)) + list(_events(rng, 2000, 3, shift={2: 1.0}))
     tracker = FeatureDriftTracker(FeatureDriftSettings(), "classification")
     _run(tracker, iter(events[:1525]))
-    state = pickle.dumps(tracker)
-    old = pickle.loads(state)
+    state = codec.dumps(tracker)
+    old = codec.loads(state)
     assert old._numeric is not None
     old._numeric.window = old._numeric.window.astype(np.int16)
-    restored = pickle.loads(pickle.dumps(old))
+    restored = codec.loads(codec.dumps(old))
     assert restored._numeric is not None and restored._numeric.window.dtype == np.int32
-    expected = _run(pickle.loads(state), iter(events[1525:]))
+    expected = _run(codec.loads(state), iter(events[1525:]))
     assert _run(restored, iter(events[1525:])) == expected
     assert [s.feature for s in expected] == ["f2"]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import pickle
 from collections import Counter
 
+from stream_monitor.core import codec
 from stream_monitor.core.events import GroundTruth, Prediction, decode, to_json
 from stream_monitor.core.join import LabelJoin, MemoryStore
 
@@ -317,14 +317,14 @@ def test_a_join_snapshot_is_small_plain_data_without_its_entries() -> None:
     join.checkpoint()
     state = join.__getstate__()
     assert state["sequence"] == 1 and state["stored"] == {"prediction": 1000, "label": 0}
-    assert len(pickle.dumps(state)) < 500
+    assert len(codec.dumps(state)) < 500
 
 
 def test_a_snapshot_with_changes_not_checkpointed_names_no_checkpoint() -> None:
     join = LabelJoin()
     join.checkpoint()
     join.add_prediction(_prediction("p1", 0))
-    restored = pickle.loads(pickle.dumps(join))
+    restored = codec.loads(codec.dumps(join))
     restored.attach(MemoryStore())
     assert restored.needs_rebuild
 
@@ -337,7 +337,7 @@ def test_a_restored_join_on_the_store_of_its_checkpoint_resumes() -> None:
     join.add_label(_label("early", 1))
     join.checkpoint()
 
-    restored = pickle.loads(pickle.dumps(join))
+    restored = codec.loads(codec.dumps(join))
     restored.attach(store)
 
     assert not restored.needs_rebuild
@@ -360,11 +360,11 @@ def test_a_store_one_checkpoint_off_is_rebuilt_from_the_input_records() -> None:
             inputs.append((label, to_json(label)))
             join.add_label(label)
     join.checkpoint()
-    snapshot = pickle.dumps(join)
+    snapshot = codec.dumps(join)
     join.add_prediction(_prediction("after", 100 * 3600))
     join.checkpoint()  # the store moves on, the snapshot of this checkpoint never lands
 
-    restored = pickle.loads(snapshot)
+    restored = codec.loads(snapshot)
     restored.attach(store)
     assert restored.needs_rebuild
     restored.rebuild(inputs)
