@@ -529,21 +529,27 @@ def batched(outputs: list[Output], max_bytes: int = MAX_BATCH_BYTES) -> list[Out
     >>> unbatch(batched([a, b])[0].value) == unbatch(a.value) + unbatch(b.value)
     True
     """
-    records: list[Output] = []
+    return [batch_record(chunk) for chunk in batch_chunks(outputs, max_bytes)]
+
+
+def batch_chunks(outputs: list[Output], max_bytes: int = MAX_BATCH_BYTES) -> list[list[Output]]:
+    """The runs of ``outputs`` that :func:`batched` packs into one record each, in order."""
+    chunks: list[list[Output]] = []
     chunk: list[Output] = []
     size = 0
     for output in outputs:
         if chunk and (size + len(output.value) > max_bytes or output.key != chunk[0].key):
-            records.append(_batch_record(chunk))
+            chunks.append(chunk)
             chunk, size = [], 0
         chunk.append(output)
         size += len(output.value) + 1
     if chunk:
-        records.append(_batch_record(chunk))
-    return records
+        chunks.append(chunk)
+    return chunks
 
 
-def _batch_record(chunk: list[Output]) -> Output:
+def batch_record(chunk: list[Output]) -> Output:
+    """One CloudEvents batch record of ``chunk`` (events of one topic and key)."""
     first = chunk[0]
     stamps = [o.timestamp for o in chunk if o.timestamp is not None]
     return Output(

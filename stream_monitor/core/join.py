@@ -326,16 +326,17 @@ class LabelJoin:
         self.needs_rebuild = store.checkpoint() != self.sequence
         self._attach(store)
 
-    def rebuild(self, events: Iterable[tuple[Prediction | GroundTruth, bytes]]) -> None:
+    def rebuild(self, events: Iterable[tuple[Prediction | GroundTruth, bytes]]) -> int:
         """Make the store hold what this join held at its checkpoint, from the input
         records since the TTL horizon up to the checkpoint's positions, joined again
-        but counted nowhere (the live run counted them)."""
+        but counted nowhere (the live run counted them); returns how many were read."""
         store, keep = self._store, (self.watermarks, self.cutoff, self.sequence)
         store.clear()
         fresh = LabelJoin(self.ttl_seconds, self.max_skew_seconds, store)
         # Written as it goes, so that memory stays bounded, under checkpoint numbers no
         # snapshot has: a crash part way leaves a store that is rebuilt again.
         fresh.sequence = -(2**62)
+        n = 0
         for n, (record, raw) in enumerate(events, start=1):
             if isinstance(record, Prediction):
                 fresh.add_prediction(record, raw)
@@ -349,6 +350,7 @@ class LabelJoin:
         self._attach(store)
         self.watermarks, self.cutoff, self.sequence = keep
         self.needs_rebuild = False
+        return n
 
     # ---- state ---------------------------------------------------------------------
 

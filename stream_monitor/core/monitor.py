@@ -257,17 +257,14 @@ class MonitorCore:
     def _process(
         self, topic: InputTopic, key: bytes | None, value: bytes, clock: float | None
     ) -> list[Output]:
-        limits = self.settings.limits
-        if topic == "predictions":
-            prediction = parse_record(Prediction, key, value, limits, clock)
-            model = self._model(prediction.model_id)
-            outputs = self._on_prediction(model, prediction)
-            joined = model.join.add_prediction(prediction, value)
+        event = self.parse(topic, key, value, clock)
+        model = self._model(event.model_id)
+        if isinstance(event, Prediction):
+            outputs = self._on_prediction(model, event)
+            joined = model.join.add_prediction(event, value)
         else:
             outputs = []
-            label = parse_record(GroundTruth, key, value, limits, clock)
-            model = self._model(label.model_id)
-            joined = model.join.add_label(label, value)
+            joined = model.join.add_label(event, value)
         if model.join.has_dropped:
             self._dropped.update(model.join.take_dropped())
         if joined is None:
@@ -283,6 +280,16 @@ class MonitorCore:
                 bad = self._dead_letter("predictions", key, joined.prediction_raw, exc)
             return [*self._counted(outputs), bad]
         return self._counted(outputs)
+
+    def parse(
+        self, topic: InputTopic, key: bytes | None, value: bytes, clock: float | None = None
+    ) -> Prediction | GroundTruth:
+        """One record of an input topic as its event, checked against the contract and
+        ``settings.limits`` (event time around ``clock``); :class:`InvalidRecordError`
+        says why not."""
+        if topic == "predictions":
+            return parse_record(Prediction, key, value, self.settings.limits, clock)
+        return parse_record(GroundTruth, key, value, self.settings.limits, clock)
 
     def _counted(self, outputs: list[Output]) -> list[Output]:
         for output in outputs:

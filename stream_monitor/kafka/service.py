@@ -38,10 +38,10 @@ from stream_monitor.core.events import (
     GroundTruth,
     Output,
     Prediction,
-    batched,
+    batch_chunks,
+    batch_record,
     deterministic_id,
     envelope,
-    parse_record,
 )
 from stream_monitor.core.monitor import (
     IncompatibleSnapshotError,
@@ -390,8 +390,7 @@ class MonitorService:
             for tp in partitions:
                 found = starts.get(tp)
                 reader.seek(tp, min(ends[tp], found.offset if found is not None else ends[tp]))
-            read = self._model_records(reader, partitions, ends, model_id.encode())
-            join.rebuild(read)
+            read = join.rebuild(self._model_records(reader, partitions, ends, model_id.encode()))
         finally:
             reader.close()
         self.metrics.join_rebuilds.inc()
@@ -399,7 +398,7 @@ class MonitorService:
             "join rebuilt from the input topics",
             extra={
                 "model_id": model_id,
-                "records": read.count,
+                "records": read,
                 "pending": join.pending("prediction"),
                 "seconds": round(time.monotonic() - started, 3),
             },
@@ -435,32 +434,19 @@ class MonitorService:
         partitions: list[TopicPartition],
         ends: Mapping[TopicPartition, int],
         key: bytes,
-    ) -> _Counted:
+    ) -> Iterator[tuple[Prediction | GroundTruth, bytes]]:
         """A model's valid input records before ``ends``, parsed, with their JSON."""
-        counted = _Counted()
-        limits = self.settings.limits
-
-        def records() -> Iterator[tuple[Prediction | GroundTruth, bytes]]:
-            for record in read_to_end(reader, partitions):
-                tp = TopicPartition(record.topic, record.partition)
-                if record.offset >= ends[tp] or record.key != key or record.value is None:
-                    continue
-                # Refused as the live run refused them (event time bounded around the
-                # clock): a record stamped in year 9999 must not expire the rebuild.
-                clock = time.time()
-                try:
-                    event: Prediction | GroundTruth = (
-                        parse_record(Prediction, record.key, record.value, limits, clock)
-                        if self._input[record.topic] == "predictions"
-                        else parse_record(GroundTruth, record.key, record.value, limits, clock)
-                    )
-                except Exception:  # as in MonitorCore.process: any error sent it to dead-letter
-                    continue  # went to dead-letter when it was first read
-                counted.count += 1
-                yield event, record.value
-
-        counted.records = records()
-        return counted
+        for record in read_to_end(reader, partitions):
+            tp = TopicPartition(record.topic, record.partition)
+            if record.offset >= ends[tp] or record.key != key or record.value is None:
+                continue
+            # Refused as the live run refused them (event time bounded around the
+            # clock): a record stamped in year 9999 must not expire the rebuild.
+            try:
+                event = self.core.parse(self._input[record.topic], key, record.value, time.time())
+            except Exception:  # as in MonitorCore.process: any error sent it to dead-letter
+                continue  # went to dead-letter when it was first read
+            yield event, record.value
 
     def _checkpoint_due(self) -> bool:
         cfg = self.settings.checkpoint
@@ -605,32 +591,16 @@ class MonitorService:
             self.metrics.lag.labels(topic).set(n)
 
 
-class _Counted:
-    """Records read for a rebuild, counted as they go."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.records: Iterator[tuple[Prediction | GroundTruth, bytes]] = iter(())
-
-    def __iter__(self) -> Iterator[tuple[Prediction | GroundTruth, bytes]]:
-        return self.records
-
-
 def _batches(
     examples: list[tuple[Output, ConsumerRecord]],
 ) -> list[tuple[Output, Sources]]:
     """The batch records of a model's labelled examples, each with the examples it packs
-    and their input records: a batch value is ``[`` the values joined by ``,`` ``]``."""
-    outputs = [output for output, _ in examples]
+    and their input records."""
     found: list[tuple[Output, Sources]] = []
     start = 0
-    for record in batched(outputs):
-        end, size = start, 1
-        while size < len(record.value):
-            size += len(outputs[end].value) + 1
-            end += 1
-        found.append((record, examples[start:end]))
-        start = end
+    for chunk in batch_chunks([output for output, _ in examples]):
+        found.append((batch_record(chunk), examples[start : start + len(chunk)]))
+        start += len(chunk)
     return found
 
 

@@ -367,7 +367,7 @@ def test_a_store_one_checkpoint_off_is_rebuilt_from_the_input_records() -> None:
     restored = codec.loads(snapshot)
     restored.attach(store)
     assert restored.needs_rebuild
-    restored.rebuild(inputs)
+    assert restored.rebuild(inputs) == len(inputs)
 
     assert not restored.needs_rebuild and not restored.has_dropped
     assert (restored.pending("prediction"), restored.pending("label")) == (10, 0)
